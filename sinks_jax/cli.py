@@ -1,0 +1,47 @@
+"""The `sinks-jax` command: a thin dispatcher to each subcommand's `main(argv)`.
+
+Each subcommand lives beside the code it drives and is imported only when used, so that
+`sinks-jax prepare` never imports the model and `sinks-jax --help` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module", "function", one-line help)
+COMMANDS = {
+    "train": ("sinks_jax.train.main", "main", "train one config variant in a workdir (resumes)"),
+    "sweep": ("sinks_jax.train.sweep", "main", "run or print every variant of a config family"),
+    "report": ("sinks_jax.train.report", "main", "table and figures for a sweep's workdir"),
+    "analyze": ("sinks_jax.analyze", "main", "sink/spread/Jacobian report on a checkpoint"),
+    "prepare": ("sinks_jax.data.prepare", "main", "tokenise and pack a source into shards"),
+    "tokenizer": ("sinks_jax.data.tokenizers", "main", "tokenizer tools (train a SentencePiece model)"),
+    "bench": ("sinks_jax.bench", "main", "benchmarks: train, attention, analysis, scaling"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: sinks-jax COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "`sinks-jax COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"sinks-jax: unknown command {name!r}; choose one of {sorted(COMMANDS)}.",
+              file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[name]
+    result = getattr(importlib.import_module(module), func)(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
