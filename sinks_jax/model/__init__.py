@@ -1,0 +1,10 @@
+"""The model: `ModelConfig`, the NNX `Transformer`, its pure `forward`, and attention backends.
+
+The attention entry point is `sinks_jax.model.attention.attention`.
+"""
+
+from sinks_jax.model import attention
+from sinks_jax.model.config import ModelConfig
+from sinks_jax.model.transformer import COLLECTABLE, Transformer, forward
+
+__all__ = ["ModelConfig", "Transformer", "forward", "attention", "COLLECTABLE"]

@@ -1,0 +1,210 @@
+"""One attention entry point, several backends, and sink statistics from the log-sum-exp.
+
+Every backend returns the attention output and the natural-log log-sum-exp (LSE) of the scaled
+scores per query. With the LSE, any single attention weight is recovered exactly in O(d):
+
+        A[i, j] = exp(scale * q_i . k_j - lse_i)
+
+so the attention each query pays to its sink key costs O(T d) per head, never O(T^2).
+
+Backends:
+    xla        explicit fp32 softmax; the reference and the only one that returns full maps.
+    blockwise  pure-JAX flash-style attention with a custom VJP (sinks_jax.model.blockwise).
+    cudnn      jax.nn.dot_product_attention(implementation="cudnn"), GPU; causal, no segments.
+    pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention).
+
+On TPU use `blockwise` (a splash-kernel backend is not wired in this version).
+
+Shapes: B batch, T tokens, H query heads, K kv heads (H % K == 0), D head dim.
+Masking: causal by window index; with `segment_ids` ([B, T] int32) a query sees only keys of
+its own segment; `global_first_key` additionally makes key 0 visible to every query.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sinks_jax.model import blockwise as blockwise_lib
+from sinks_jax.model import fused
+
+BACKENDS = ("xla", "blockwise", "cudnn", "pallas")
+
+
+class AttentionOut(NamedTuple):
+    out_BxTxHxD: jax.Array
+    lse_BxHxT: jax.Array  # float32, natural log, of the scaled scores.
+    probs_BxHxTxT: jax.Array | None  # float32 (xla backend only, when asked).
+
+
+def visible_mask(
+    seq_len: int,
+    segment_ids_BxT: jax.Array | None = None,
+    global_first_key: bool = False,
+) -> jax.Array:
+    """Boolean [B or 1, T, T] mask: True where query i may attend to key j."""
+    idx = jnp.arange(seq_len)
+    causal_TxT = idx[None, :] <= idx[:, None]
+    if segment_ids_BxT is None:
+        return causal_TxT[None]
+    same_BxTxT = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
+    if global_first_key:
+        same_BxTxT = same_BxTxT | (idx == 0)[None, None, :]
+    return causal_TxT[None] & same_BxTxT
+
+
+def xla_attention(
+    q_BxTxHxD,
+    k_BxTxKxD,
+    v_BxTxKxD,
+    *,
+    scale,
+    segment_ids=None,
+    global_first_key=False,
+    return_probs=False,
+) -> AttentionOut:
+    """Explicit attention: fp32 scores and softmax, T x T memory."""
+    B, T, H, D = q_BxTxHxD.shape
+    K = k_BxTxKxD.shape[2]
+    q_BxTxKxGxD = q_BxTxHxD.reshape(B, T, K, H // K, D)
+    s_BxKxGxTxS = (
+        jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxD, k_BxTxKxD, preferred_element_type=jnp.float32)
+        * scale
+    )
+    mask_Bx1x1xTxS = visible_mask(T, segment_ids, global_first_key)[:, None, None]
+    s_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, s_BxKxGxTxS, -jnp.inf)
+    lse_BxKxGxT = jax.nn.logsumexp(s_BxKxGxTxS, axis=-1)
+    p_BxKxGxTxS = jnp.exp(s_BxKxGxTxS - lse_BxKxGxT[..., None])
+    out_BxTxKxGxD = jnp.einsum(
+        "bkgts,bskd->btkgd",
+        p_BxKxGxTxS.astype(v_BxTxKxD.dtype),
+        v_BxTxKxD,
+        preferred_element_type=jnp.float32,
+    )
+    out = out_BxTxKxGxD.reshape(B, T, H, D).astype(q_BxTxHxD.dtype)
+    lse_BxHxT = lse_BxKxGxT.reshape(B, H, T)
+    probs = p_BxKxGxTxS.reshape(B, H, T, T) if return_probs else None
+    return AttentionOut(out, lse_BxHxT, probs)
+
+
+def attention(
+    q_BxTxHxD: jax.Array,
+    k_BxTxKxD: jax.Array,
+    v_BxTxKxD: jax.Array,
+    *,
+    backend: str = "xla",
+    segment_ids: jax.Array | None = None,
+    global_first_key: bool = False,
+    scale: float | None = None,
+    return_probs: bool = False,
+    block_size: int = 512,
+) -> AttentionOut:
+    """Causal (optionally segment-masked) attention through the chosen backend.
+
+    Returns AttentionOut(out [B,T,H,D] in q's dtype, lse [B,H,T] float32 natural log of the
+    scaled scores, probs [B,H,T,T] float32 or None). `return_probs` needs backend="xla".
+    The VJP with respect to `v` under a cotangent of ones is the attention each key receives.
+    """
+    B, T, H, D = q_BxTxHxD.shape
+    K = k_BxTxKxD.shape[2]
+    if H % K:
+        raise ValueError(f"attention: {H} query heads are not divisible by {K} kv heads.")
+    if k_BxTxKxD.shape != v_BxTxKxD.shape or k_BxTxKxD.shape[:2] != (B, T):
+        raise ValueError(
+            f"attention: q {q_BxTxHxD.shape}, k {k_BxTxKxD.shape}, v {v_BxTxKxD.shape} "
+            "must share batch and length, and k and v must have the same shape."
+        )
+    if segment_ids is not None and segment_ids.shape != (B, T):
+        raise ValueError(f"attention: segment_ids shape {segment_ids.shape} != (B, T) = {(B, T)}.")
+    scale = D**-0.5 if scale is None else scale
+    if return_probs and backend != "xla":
+        raise ValueError(
+            f"attention: full attention maps need backend='xla', not {backend!r}; "
+            "fused backends give the LSE and sink statistics instead."
+        )
+    if backend == "xla":
+        return xla_attention(
+            q_BxTxHxD,
+            k_BxTxKxD,
+            v_BxTxKxD,
+            scale=scale,
+            segment_ids=segment_ids,
+            global_first_key=global_first_key,
+            return_probs=return_probs,
+        )
+    if backend == "blockwise":
+        out, lse = blockwise_lib.blockwise_attention(
+            q_BxTxHxD,
+            k_BxTxKxD,
+            v_BxTxKxD,
+            segment_ids,
+            scale=scale,
+            global_first_key=global_first_key,
+            block_size=block_size,
+        )
+        return AttentionOut(out, lse, None)
+    if backend == "cudnn":
+        out, lse = fused.cudnn_attention(
+            q_BxTxHxD,
+            k_BxTxKxD,
+            v_BxTxKxD,
+            segment_ids,
+            scale=scale,
+            global_first_key=global_first_key,
+        )
+        return AttentionOut(out, lse, None)
+    if backend == "pallas":
+        out, lse = fused.pallas_gpu_attention(
+            q_BxTxHxD,
+            k_BxTxKxD,
+            v_BxTxKxD,
+            segment_ids,
+            scale=scale,
+            global_first_key=global_first_key,
+        )
+        return AttentionOut(out, lse, None)
+    raise ValueError(f"attention: unknown backend {backend!r}; choose one of {BACKENDS}.")
+
+
+def sink_index(
+    segment_ids_BxT: jax.Array | None, seq_len: int, batch: int, per_segment: bool
+) -> jax.Array:
+    """[B, T] int32 index of each query's sink key: 0, or the first key of its own segment."""
+    if not per_segment or segment_ids_BxT is None:
+        return jnp.zeros((batch, seq_len), jnp.int32)
+    idx = jnp.arange(seq_len, dtype=jnp.int32)
+    starts_BxT = jnp.concatenate(
+        [jnp.ones((batch, 1), bool), segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1
+    )
+    return jax.lax.cummax(jnp.where(starts_BxT, idx[None], 0), axis=1)
+
+
+def sink_attention(
+    q_BxTxHxD: jax.Array,
+    k_BxTxKxD: jax.Array,
+    lse_BxHxT: jax.Array,
+    sink_idx_BxT: jax.Array,
+    *,
+    scale: float,
+    segment_ids: jax.Array | None = None,
+    global_first_key: bool = False,
+) -> jax.Array:
+    """[B, H, T] float32 attention each query pays to its sink key, from the LSE: O(T D)."""
+    B, T, H, D = q_BxTxHxD.shape
+    K = k_BxTxKxD.shape[2]
+    k_sink_BxTxKxD = jnp.take_along_axis(k_BxTxKxD, sink_idx_BxT[:, :, None, None], axis=1)
+    k_sink_BxTxHxD = jnp.repeat(k_sink_BxTxKxD, H // K, axis=2)
+    s_BxTxH = (
+        jnp.einsum(
+            "bthd,bthd->bth", q_BxTxHxD.astype(jnp.float32), k_sink_BxTxHxD.astype(jnp.float32)
+        )
+        * scale
+    )
+    a_BxHxT = jnp.exp(s_BxTxH.transpose(0, 2, 1) - lse_BxHxT)
+    if segment_ids is not None:  # the sink may be hidden from a query of another segment.
+        seg_sink_BxT = jnp.take_along_axis(segment_ids, sink_idx_BxT, axis=1)
+        visible_BxT = (seg_sink_BxT == segment_ids) | (global_first_key & (sink_idx_BxT == 0))
+        a_BxHxT = jnp.where(visible_BxT[:, None, :], a_BxHxT, 0.0)
+    return a_BxHxT

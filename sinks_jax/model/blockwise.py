@@ -1,0 +1,188 @@
+"""Flash-style attention in pure JAX: online softmax over key blocks, any platform.
+
+Memory is O(block^2 * heads) per step instead of O(T^2): the T x T map is never built, in the
+forward or in the backward pass (a custom VJP recomputes each block's weights from the saved
+LSE, as flash attention does). Causality is exploited: a query block visits only the key
+blocks at or before it, so the work is about half of the full square.
+
+The LSE output is for statistics: no gradient flows through it (its cotangent is ignored).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+_NEG = -1e30  # finite "minus infinity": keeps exp() and max() NaN-free on masked blocks.
+
+
+def _layout(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, block):
+    """Pads T to a multiple of `block` and moves heads first: q [B,K,G,Tp,D], k/v [B,K,Tp,D]."""
+    B, T, H, D = q_BxTxHxD.shape
+    K = k_BxTxKxD.shape[2]
+    pad = (-T) % block
+    padT = lambda x: jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
+    q = padT(q_BxTxHxD).reshape(B, T + pad, K, H // K, D).transpose(0, 2, 3, 1, 4)
+    k = padT(k_BxTxKxD).transpose(0, 2, 1, 3)
+    v = padT(v_BxTxKxD).transpose(0, 2, 1, 3)
+    seg = jnp.pad(seg_BxT, [(0, 0), (0, pad)], constant_values=-1)
+    return q, k, v, seg
+
+
+def _mask(qi, kj, seg, block, global_first_key):
+    """[B, 1, 1, bq, bk] visibility of key block kj to query block qi."""
+    qidx = qi * block + jnp.arange(block)
+    kidx = kj * block + jnp.arange(block)
+    seg_q = jax.lax.dynamic_slice_in_dim(seg, qi * block, block, axis=1)
+    seg_k = jax.lax.dynamic_slice_in_dim(seg, kj * block, block, axis=1)
+    same = seg_q[:, :, None] == seg_k[:, None, :]
+    if global_first_key:
+        same = same | (kidx == 0)[None, None, :]
+    visible = (kidx[None, :] <= qidx[:, None])[None] & same
+    return visible[:, None, None]
+
+
+def _block(x, i, block, axis):
+    return jax.lax.dynamic_slice_in_dim(x, i * block, block, axis=axis)
+
+
+def _forward(q, k, v, seg, scale, block, global_first_key):
+    """q [B,K,G,Tp,D], k/v [B,K,Tp,D] -> out [B,K,G,Tp,D] (f32), lse [B,K,G,Tp] (f32)."""
+    B, K, G, Tp, D = q.shape
+    n = Tp // block
+
+    def one_query_block(qi):
+        q_blk = _block(q, qi, block, 3)
+
+        def body(kj, carry):
+            m, l, acc = carry
+            s = (
+                jnp.einsum(
+                    "bkgqd,bkcd->bkgqc",
+                    q_blk,
+                    _block(k, kj, block, 2),
+                    preferred_element_type=jnp.float32,
+                )
+                * scale
+            )
+            visible = _mask(qi, kj, seg, block, global_first_key)
+            m_new = jnp.maximum(m, jnp.max(jnp.where(visible, s, _NEG), axis=-1))
+            p = jnp.where(visible, jnp.exp(s - m_new[..., None]), 0.0)
+            corr = jnp.exp(m - m_new)
+            l = l * corr + p.sum(-1)
+            acc = acc * corr[..., None] + jnp.einsum(
+                "bkgqc,bkcd->bkgqd",
+                p.astype(v.dtype),
+                _block(v, kj, block, 2),
+                preferred_element_type=jnp.float32,
+            )
+            return m_new, l, acc
+
+        init = (
+            jnp.full((B, K, G, block), _NEG, jnp.float32),
+            jnp.zeros((B, K, G, block), jnp.float32),
+            jnp.zeros((B, K, G, block, D), jnp.float32),
+        )
+        m, l, acc = jax.lax.fori_loop(0, qi + 1, body, init)  # causal: key blocks 0..qi only.
+        l = jnp.where(l == 0.0, 1.0, l)  # padded rows only; real rows always see their diagonal.
+        return acc / l[..., None], m + jnp.log(l)
+
+    out_n, lse_n = jax.lax.map(one_query_block, jnp.arange(n))
+    # [n, B, K, G, block, ...] -> [B, K, G, Tp, ...]
+    out = jnp.moveaxis(out_n, 0, 3).reshape(B, K, G, Tp, D)
+    lse = jnp.moveaxis(lse_n, 0, 3).reshape(B, K, G, Tp)
+    return out, lse
+
+
+def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key):
+    """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE."""
+    B, K, G, Tp, D = q.shape
+    n = Tp // block
+    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B,K,G,Tp]
+
+    def probs_and_ds(qi, kj):
+        q_blk = _block(q, qi, block, 3)
+        k_blk, v_blk = _block(k, kj, block, 2), _block(v, kj, block, 2)
+        do_blk = _block(dout, qi, block, 3)
+        s = (
+            jnp.einsum("bkgqd,bkcd->bkgqc", q_blk, k_blk, preferred_element_type=jnp.float32)
+            * scale
+        )
+        visible = _mask(qi, kj, seg, block, global_first_key)
+        p = jnp.where(visible, jnp.exp(s - _block(lse, qi, block, 3)[..., None]), 0.0)
+        dp = jnp.einsum("bkgqd,bkcd->bkgqc", do_blk, v_blk, preferred_element_type=jnp.float32)
+        ds = p * (dp - _block(delta, qi, block, 3)[..., None])
+        return q_blk, k_blk, do_blk, p, ds
+
+    def dkv_for_key_block(kj):
+        def body(qi, carry):
+            dk, dv = carry
+            q_blk, _, do_blk, p, ds = probs_and_ds(qi, kj)
+            dv = dv + jnp.einsum("bkgqc,bkgqd->bkcd", p, do_blk.astype(jnp.float32))
+            dk = dk + jnp.einsum("bkgqc,bkgqd->bkcd", ds, q_blk.astype(jnp.float32)) * scale
+            return dk, dv
+
+        zeros = jnp.zeros((B, K, block, D), jnp.float32)
+        return jax.lax.fori_loop(kj, n, body, (zeros, zeros))  # causal: query blocks kj..n-1.
+
+    def dq_for_query_block(qi):
+        def body(kj, dq):
+            _, k_blk, _, _, ds = probs_and_ds(qi, kj)
+            return dq + jnp.einsum("bkgqc,bkcd->bkgqd", ds, k_blk.astype(jnp.float32)) * scale
+
+        return jax.lax.fori_loop(0, qi + 1, body, jnp.zeros((B, K, G, block, D), jnp.float32))
+
+    dk_n, dv_n = jax.lax.map(dkv_for_key_block, jnp.arange(n))
+    dq_n = jax.lax.map(dq_for_query_block, jnp.arange(n))
+    dk = jnp.moveaxis(dk_n, 0, 2).reshape(B, K, Tp, D)
+    dv = jnp.moveaxis(dv_n, 0, 2).reshape(B, K, Tp, D)
+    dq = jnp.moveaxis(dq_n, 0, 3).reshape(B, K, G, Tp, D)
+    return dq, dk, dv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _attend(q, k, v, seg, scale, block, global_first_key):
+    return _forward(q, k, v, seg, scale, block, global_first_key)
+
+
+def _attend_fwd(q, k, v, seg, scale, block, global_first_key):
+    out, lse = _forward(q, k, v, seg, scale, block, global_first_key)
+    return (out, lse), (q, k, v, seg, out, lse)
+
+
+def _attend_bwd(scale, block, global_first_key, res, cotangents):
+    q, k, v, seg, out, lse = res
+    dout, _ = cotangents  # the LSE is a statistic: its cotangent is ignored.
+    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+_attend.defvjp(_attend_fwd, _attend_bwd)
+
+
+def blockwise_attention(
+    q_BxTxHxD: jax.Array,
+    k_BxTxKxD: jax.Array,
+    v_BxTxKxD: jax.Array,
+    segment_ids_BxT: jax.Array | None = None,
+    *,
+    scale: float,
+    global_first_key: bool = False,
+    block_size: int = 512,
+) -> tuple[jax.Array, jax.Array]:
+    """Causal flash-style attention. Returns out [B,T,H,D] (q's dtype), lse [B,H,T] float32."""
+    B, T, H, D = q_BxTxHxD.shape
+    K = k_BxTxKxD.shape[2]
+    block = min(block_size, T)
+    seg = (
+        jnp.zeros((B, T), jnp.int32)
+        if segment_ids_BxT is None
+        else segment_ids_BxT.astype(jnp.int32)
+    )
+    q, k, v, seg = _layout(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg, block)
+    out, lse = _attend(q, k, v, seg, float(scale), int(block), bool(global_first_key))
+    out_BxTxHxD = out.transpose(0, 3, 1, 2, 4).reshape(B, -1, H, D)[:, :T].astype(q_BxTxHxD.dtype)
+    lse_BxHxT = lse.reshape(B, H, -1)[:, :, :T]
+    return out_BxTxHxD, lse_BxHxT

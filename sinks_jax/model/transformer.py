@@ -1,0 +1,328 @@
+"""The decoder: a LLaMA-style Flax NNX transformer whose forward pass returns sink statistics.
+
+        logits_BxTxV, aux = model(tokens_BxT, segment_ids=None, positions=None, collect=())
+
+Layers are built once with `nnx.vmap` (parameters stacked on a leading layer axis) and applied
+with `jax.lax.scan`, so compile time does not grow with depth. `collect` names the statistics
+to return in `aux` (all under stop_gradient; none of them changes the logits):
+
+    "attn_probs"   [L, B, H, T, T]  full maps (attention="xla" only)
+    "sink_attn"    [L, B, H, T]     attention of each query to its sink key, from the LSE
+    "lse"          [L, B, H, T]     natural-log log-sum-exp of the scaled scores
+    "hidden"       [L+1, B, T, D]   residual stream: embeddings, then after each layer (the last
+                                                                    entry is before the final norm)
+    "value_norms"  [L, B, H, T]     ||W_V x_j (+ b_V)|| of every key j, per query head
+
+With collect=() the scan carries nothing extra, so the forward pass does no extra work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from sinks_jax.model import attention as attention_lib
+from sinks_jax.model.config import ModelConfig
+
+COLLECTABLE = ("attn_probs", "sink_attn", "lse", "hidden", "value_norms")
+
+
+def _init(rngs: nnx.Rngs, shape, std, dtype) -> nnx.Param:
+    return nnx.Param(jax.random.normal(rngs.params(), shape, jnp.float32).astype(dtype) * std)
+
+
+def _activation(name: str):
+    return {
+        "silu": jax.nn.silu,
+        "relu": jax.nn.relu,
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    }[name]
+
+
+class Norm(nnx.Module):
+    """RMSNorm (LLaMA; `scale_offset=1` gives Gemma's 1 + w) or LayerNorm (GPT-2), in float32."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        del rngs
+        self.kind, self.eps, self.offset = cfg.norm_type, cfg.norm_eps, cfg.norm_scale_offset
+        init = 0.0 if cfg.norm_scale_offset else 1.0
+        self.scale = nnx.Param(jnp.full((cfg.d_model,), init, jnp.dtype(cfg.param_dtype)))
+        if cfg.norm_type == "layer":
+            self.bias = nnx.Param(jnp.zeros((cfg.d_model,), jnp.dtype(cfg.param_dtype)))
+
+    def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+        x = x_BxTxD.astype(jnp.float32)
+        if self.kind == "layer":
+            x = x - x.mean(-1, keepdims=True)
+        x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        x = x * (self.scale.value.astype(jnp.float32) + self.offset)
+        if self.kind == "layer":
+            x = x + self.bias.value.astype(jnp.float32)
+        return x.astype(x_BxTxD.dtype)
+
+
+def rope_inverse_frequencies(cfg: ModelConfig) -> jax.Array:
+    """[head_dim / 2] float32 inverse frequencies, with LLaMA-3 or linear scaling if set."""
+    d = cfg.head_size
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    scaling = cfg.rope_scaling_dict
+    if not scaling:
+        return inv_freq
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "linear":
+        return inv_freq / scaling["factor"]
+    if kind == "llama3":
+        factor, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+        old_len = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        scaled = jnp.where(wavelen > old_len / lo, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= old_len / hi) & (wavelen <= old_len / lo)
+        return jnp.where(medium, smoothed, scaled)
+    raise ValueError(f"rope_scaling type {kind!r} is not supported; supported: 'linear', 'llama3'.")
+
+
+def apply_rope(x_BxTxHxD: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotary embedding in the half-split layout: pairs (x[i], x[i + D/2]) rotate together."""
+    angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
+    cos = jnp.cos(angles_BxTxF)[:, :, None, :].astype(x_BxTxHxD.dtype)
+    sin = jnp.sin(angles_BxTxF)[:, :, None, :].astype(x_BxTxHxD.dtype)
+    x1, x2 = jnp.split(x_BxTxHxD, 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+class Block(nnx.Module):
+    """Pre-norm attention + MLP layer.
+
+    Parameters (explicit arrays; hd = head_dim, K = kv heads, F = d_ff): wq [D, H, hd],
+    wk/wv [D, K, hd], wo [H, hd, D], optional bq [H, hd], bk/bv [K, hd], bo [D]; w_gate/w_up
+    [D, F], w_down [F, D], optional b_up [F], b_down [D]; attn_norm and mlp_norm.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, H, K, hd, F = cfg.d_model, cfg.num_heads, cfg.kv_heads, cfg.head_size, cfg.d_ff
+        pdt, std = jnp.dtype(cfg.param_dtype), cfg.init_std
+        out_std = std / math.sqrt(2 * cfg.num_layers)
+        self.attn_norm = Norm(cfg, rngs=rngs)
+        self.wq = _init(rngs, (D, H, hd), std, pdt)
+        self.wk = _init(rngs, (D, K, hd), std, pdt)
+        self.wv = _init(rngs, (D, K, hd), std, pdt)
+        self.wo = _init(rngs, (H, hd, D), out_std, pdt)
+        if cfg.qkv_bias:
+            self.bq = nnx.Param(jnp.zeros((H, hd), pdt))
+            self.bk = nnx.Param(jnp.zeros((K, hd), pdt))
+            self.bv = nnx.Param(jnp.zeros((K, hd), pdt))
+        if cfg.out_bias:
+            self.bo = nnx.Param(jnp.zeros((D,), pdt))
+        self.mlp_norm = Norm(cfg, rngs=rngs)
+        if cfg.gated_mlp:
+            self.w_gate = _init(rngs, (D, F), std, pdt)
+        self.w_up = _init(rngs, (D, F), std, pdt)
+        self.w_down = _init(rngs, (F, D), out_std, pdt)
+        if cfg.mlp_bias:
+            self.b_up = nnx.Param(jnp.zeros((F,), pdt))
+            self.b_down = nnx.Param(jnp.zeros((D,), pdt))
+
+    def _w(self, name: str) -> jax.Array:
+        return getattr(self, name).value.astype(jnp.dtype(self.cfg.dtype))
+
+    def qkv(self, x_BxTxD, positions_BxT, inv_freq):
+        """Projected (and rotated) queries, keys and values of the normed input."""
+        cfg = self.cfg
+        h = self.attn_norm(x_BxTxD)
+        q = jnp.einsum("btd,dhk->bthk", h, self._w("wq"))
+        k = jnp.einsum("btd,dhk->bthk", h, self._w("wk"))
+        v = jnp.einsum("btd,dhk->bthk", h, self._w("wv"))
+        if cfg.qkv_bias:
+            q, k, v = q + self._w("bq"), k + self._w("bk"), v + self._w("bv")
+        if cfg.position_type == "rope":
+            q, k = apply_rope(q, positions_BxT, inv_freq), apply_rope(k, positions_BxT, inv_freq)
+        return q, k, v
+
+    def mlp(self, x_BxTxD):
+        cfg = self.cfg
+        h = self.mlp_norm(x_BxTxD)
+        up = jnp.einsum("btd,df->btf", h, self._w("w_up"))
+        if cfg.mlp_bias:
+            up = up + self._w("b_up")
+        act = _activation(cfg.activation)
+        if cfg.gated_mlp:
+            hidden = act(jnp.einsum("btd,df->btf", h, self._w("w_gate"))) * up
+        else:
+            hidden = act(up)
+        out = jnp.einsum("btf,fd->btd", hidden, self._w("w_down"))
+        return out + self._w("b_down") if cfg.mlp_bias else out
+
+    def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT, sink_idx_BxT, inv_freq, collect):
+        cfg = self.cfg
+        q, k, v = self.qkv(x_BxTxD, positions_BxT, inv_freq)
+        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_size**-0.5
+        res = attention_lib.attention(
+            q,
+            k,
+            v,
+            backend=cfg.attention,
+            segment_ids=segment_ids_BxT,
+            global_first_key=cfg.global_first_key,
+            scale=scale,
+            return_probs="attn_probs" in collect,
+            block_size=cfg.block_size,
+        )
+        o = jnp.einsum("bthk,hkd->btd", res.out_BxTxHxD, self._w("wo"))
+        if cfg.out_bias:
+            o = o + self._w("bo")
+        x_BxTxD = x_BxTxD + o
+        x_BxTxD = x_BxTxD + self.mlp(x_BxTxD)
+
+        stats = {}
+        if "attn_probs" in collect:
+            stats["attn_probs"] = res.probs_BxHxTxT
+        if "lse" in collect:
+            stats["lse"] = res.lse_BxHxT
+        if "sink_attn" in collect:
+            stats["sink_attn"] = attention_lib.sink_attention(
+                q,
+                k,
+                res.lse_BxHxT,
+                sink_idx_BxT,
+                scale=scale,
+                segment_ids=segment_ids_BxT,
+                global_first_key=cfg.global_first_key,
+            )
+        if "value_norms" in collect:
+            vn_BxTxK = jnp.linalg.norm(v.astype(jnp.float32), axis=-1)
+            stats["value_norms"] = jnp.repeat(
+                vn_BxTxK, cfg.num_heads // cfg.kv_heads, axis=2
+            ).transpose(0, 2, 1)
+        if "hidden" in collect:
+            stats["hidden"] = x_BxTxD
+        return x_BxTxD, jax.lax.stop_gradient(stats)
+
+
+class Transformer(nnx.Module):
+    """Decoder-only transformer (see the module docstring for the call and `aux`).
+
+    Parameters: embed [V, D], optional pos_embed [P, D] (learned positions), layers (a stacked
+    `Block`, every array with a leading [L] axis), final_norm, lm_head [D, V] unless tied.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.config = cfg
+        pdt = jnp.dtype(cfg.param_dtype)
+        self.embed = _init(rngs, (cfg.vocab_size, cfg.d_model), cfg.init_std, pdt)
+        if cfg.position_type == "learned":
+            self.pos_embed = _init(
+                rngs, (cfg.max_position_embeddings, cfg.d_model), cfg.init_std, pdt
+            )
+
+        @nnx.split_rngs(splits=cfg.num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def make_layers(rngs: nnx.Rngs) -> Block:
+            return Block(cfg, rngs=rngs)
+
+        self.layers = make_layers(rngs)  # every parameter has a leading [L] axis.
+        self.final_norm = Norm(cfg, rngs=rngs)
+        if not cfg.tie_embeddings:
+            self.lm_head = _init(rngs, (cfg.d_model, cfg.vocab_size), cfg.init_std, pdt)
+
+    def embed(self, tokens_BxT: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        """Input embeddings [B, T, D] in the compute dtype: the residual stream's layer 0."""
+        cfg = self.config
+        x = jnp.take(self.embed.value, tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
+        if cfg.embedding_scale is not None:
+            x = x * jnp.asarray(cfg.embedding_scale, x.dtype)
+        if cfg.position_type == "learned":
+            positions = _default_positions(tokens_BxT.shape) if positions is None else positions
+            x = x + jnp.take(self.pos_embed.value, positions, axis=0).astype(x.dtype)
+        return x
+
+    def __call__(
+        self,
+        tokens_BxT: jax.Array | None,
+        segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        *,
+        collect=(),
+        embeddings_BxTxD: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Logits [B, T, V] float32 and `aux` holding exactly the statistics in `collect`.
+
+        `embeddings_BxTxD` (optional) replaces `embed(tokens)` as the input, so that derivatives
+        with respect to the input embeddings can be taken (tokens may then be None).
+        """
+        cfg = self.config
+        collect = frozenset(collect)
+        unknown = sorted(collect - set(COLLECTABLE))
+        if unknown:
+            raise ValueError(f"collect: unknown statistics {unknown}; choose from {COLLECTABLE}.")
+        if "attn_probs" in collect and cfg.attention != "xla":
+            raise ValueError(
+                f"collect 'attn_probs' needs attention='xla', not {cfg.attention!r}; "
+                "use 'sink_attn' or 'lse' with fused backends."
+            )
+        if embeddings_BxTxD is None:
+            if tokens_BxT is None:
+                raise ValueError("Transformer: pass tokens_BxT or embeddings_BxTxD.")
+            x = self.embed(tokens_BxT, positions)
+        else:
+            x = embeddings_BxTxD.astype(jnp.dtype(cfg.dtype))
+        B, T = x.shape[:2]
+        positions = _default_positions((B, T)) if positions is None else positions
+        if positions.shape != (B, T):
+            raise ValueError(f"positions shape {positions.shape} != (B, T) = {(B, T)}.")
+        if segment_ids is not None and segment_ids.shape != (B, T):
+            raise ValueError(f"segment_ids shape {segment_ids.shape} != (B, T) = {(B, T)}.")
+        sink_idx = attention_lib.sink_index(
+            segment_ids, T, B, per_segment=cfg.sink_key == "segment"
+        )
+        inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
+
+        graphdef, layer_state = nnx.split(self.layers)
+
+        def layer_step(x_BxTxD, state):
+            layer = nnx.merge(graphdef, state)
+            return layer(x_BxTxD, positions, segment_ids, sink_idx, inv_freq, collect)
+
+        if cfg.remat:
+            layer_step = jax.checkpoint(layer_step, prevent_cse=False)
+        h_BxTxD, stats = jax.lax.scan(layer_step, x, layer_state)
+
+        h_BxTxD = self.final_norm(h_BxTxD)
+        head = self.embed.value.T if cfg.tie_embeddings else self.lm_head.value
+        logits = jnp.einsum(
+            "btd,dv->btv", h_BxTxD, head.astype(h_BxTxD.dtype), preferred_element_type=jnp.float32
+        )
+        aux = dict(stats)
+        if "hidden" in collect:
+            aux["hidden"] = jnp.concatenate(
+                [jax.lax.stop_gradient(x)[None], stats["hidden"]], axis=0
+            )
+        return logits, aux
+
+
+def _default_positions(shape) -> jax.Array:
+    B, T = shape
+    return jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+
+
+def forward(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    tokens_BxT: jax.Array | None = None,
+    *,
+    embeddings_BxTxD: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    collect=(),
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Pure form of `Transformer.__call__` over `nnx.split(model)`, for jax.vjp / jax.jacrev."""
+    model = nnx.merge(graphdef, params)
+    return model(
+        tokens_BxT, segment_ids, positions, collect=collect, embeddings_BxTxD=embeddings_BxTxD
+    )
