@@ -1,0 +1,190 @@
+"""Jitted train and eval steps over a functional model (graphdef + a pure dict of parameters).
+
+A batch is a dict of int32 arrays `tokens, targets, segment_ids, positions, loss_mask`. The
+train step takes them shaped `[k, B_micro, T]`: it scans over the `k` micro-batches, sums the
+masked cross-entropy and its gradient, divides by the number of loss tokens of the whole
+step, and applies one optimizer update. So k micro-steps give exactly the update of one step
+on the concatenated batch.
+
+`make_train_step(..., sink_stats=True)` builds a second variant whose forward pass also
+collects `sink_attn` (attention of every query to its sink key, recovered from the
+attention's log-sum-exp: it works with the fused backends) and returns, per layer and head,
+the mean over sequences and queries (`[L, H]`) and the sink rates at eps 0.3 and 0.8, all at
+the full training context. Call it only on the steps that log them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from sinks_jax import analysis
+from sinks_jax.model import Transformer
+
+Batch = dict[str, jax.Array]
+Params = dict[str, Any]
+SINK_EPS = (0.3, 0.8)
+
+
+def apply_model(
+    graphdef: nnx.GraphDef,
+    params: Params,
+    batch: Batch,
+    *,
+    use_segments: bool,
+    collect: tuple[str, ...] = (),
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Logits `[B, T, V]` float32 and `aux` for a batch.
+
+    `use_segments` passes `segment_ids` to attention (intra-document masking); without it the
+    mask is causal over the whole window (padding is always at the end of a row, so causal
+    masking already hides it from real tokens).
+    """
+    model = nnx.merge(graphdef, params)
+    # Embeddings through the class method: the same computation as `model.embed`, written
+    # so that it does not depend on the instance attribute of the same name.
+    emb_BxTxD = Transformer.embed(model, batch["tokens"], batch["positions"])
+    return model(
+        None,
+        batch["segment_ids"] if use_segments else None,
+        batch["positions"],
+        collect=collect,
+        embeddings_BxTxD=emb_BxTxD,
+    )
+
+
+def masked_ce_sum(logits_BxTxV: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    """(sum of next-token cross-entropy in nats over loss tokens, number of loss tokens)."""
+    ce_BxT = optax.softmax_cross_entropy_with_integer_labels(
+        logits_BxTxV.astype(jnp.float32), batch["targets"]
+    )
+    mask_BxT = batch["loss_mask"].astype(jnp.float32)
+    return jnp.sum(ce_BxT * mask_BxT), jnp.sum(mask_BxT)
+
+
+def sink_summary(sink_attn_LxBxHxT: jax.Array, segment_ids_BxT: jax.Array) -> dict[str, jax.Array]:
+    """In-step sink statistics: `sink_attn` `[L, H]` (mean over rows and real queries) and the
+    sink rates (fraction of heads per row with score > eps, averaged over rows).
+
+    A row's score is Gu's alpha of its sink key, averaged over the row's non-padding queries
+    (identical to `analysis.sink_scores_from_column` on rows without padding).
+    """
+    valid_BxT = (segment_ids_BxT > 0).astype(jnp.float32)
+    total_LxBxH = jnp.einsum("lbht,bt->lbh", sink_attn_LxBxHxT.astype(jnp.float32), valid_BxT)
+    scores_LxBxH = total_LxBxH / jnp.maximum(valid_BxT.sum(-1), 1.0)[None, :, None]
+    out = {"sink_attn": scores_LxBxH.mean(axis=1)}
+    for eps in SINK_EPS:
+        out[f"sink_rate_{eps}"] = analysis.sink_rate(scores_LxBxH, eps)
+    return out
+
+
+def train_step(
+    params: Params,
+    opt_state: Any,
+    batch_KxBxT: Batch,
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    use_segments: bool,
+    sink_stats: bool,
+) -> tuple[Params, Any, dict[str, jax.Array]]:
+    """One optimizer step over `k` micro-batches (the un-jitted body; see `make_train_step`)."""
+    collect = ("sink_attn",) if sink_stats else ()
+
+    def loss_fn(p, mb):
+        logits, aux = apply_model(graphdef, p, mb, use_segments=use_segments, collect=collect)
+        total, count = masked_ce_sum(logits, mb)
+        stats = sink_summary(aux["sink_attn"], mb["segment_ids"]) if sink_stats else {}
+        return total, (count, stats)
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def micro_step(carry, mb):
+        g_sum, l_sum, c_sum = carry
+        (total, (count, stats)), grads = grad_fn(params, mb)
+        g_sum = jax.tree.map(jnp.add, g_sum, grads)
+        return (g_sum, l_sum + total, c_sum + count), stats
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    (g_sum, l_sum, c_sum), stats_K = jax.lax.scan(micro_step, init, batch_KxBxT)
+    count = jnp.maximum(c_sum, 1.0)
+    grads = jax.tree.map(lambda g: g / count, g_sum)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics = {"loss": l_sum / count, "grad_norm": optax.global_norm(grads), "loss_tokens": c_sum}
+    metrics.update(jax.tree.map(lambda x: x.mean(axis=0), stats_K))
+    return params, opt_state, metrics
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    *,
+    param_shardings: Any,
+    opt_shardings: Any,
+    batch_sharding: Any,
+    replicated: Any,
+    use_segments: bool,
+    sink_stats: bool = False,
+) -> Callable[[Params, Any, Batch], tuple[Params, Any, dict[str, jax.Array]]]:
+    """`step(params, opt_state, batch_KxBxT) -> (params, opt_state, metrics)`, jitted with
+    explicit shardings; the parameter and optimizer-state buffers are donated."""
+
+    def body(params, opt_state, batch):
+        return train_step(
+            params,
+            opt_state,
+            batch,
+            graphdef=graphdef,
+            tx=tx,
+            use_segments=use_segments,
+            sink_stats=sink_stats,
+        )
+
+    return jax.jit(
+        body,
+        in_shardings=(param_shardings, opt_shardings, batch_sharding),
+        out_shardings=(param_shardings, opt_shardings, replicated),
+        donate_argnums=(0, 1),
+    )
+
+
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    *,
+    param_shardings: Any,
+    batch_sharding: Any,
+    replicated: Any,
+    use_segments: bool,
+) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
+    """`eval(params, batch_BxT) -> (sum of CE in nats, number of loss tokens)`, jitted."""
+
+    def body(params, batch):
+        logits, _ = apply_model(graphdef, params, batch, use_segments=use_segments)
+        return masked_ce_sum(logits, batch)
+
+    return jax.jit(
+        body, in_shardings=(param_shardings, batch_sharding), out_shardings=(replicated, replicated)
+    )
+
+
+def make_sink_eval(
+    graphdef: nnx.GraphDef, *, param_shardings: Any, replicated: Any
+) -> Callable[[Params, jax.Array], jax.Array]:
+    """`scores(params, tokens_BxT) -> [L, B, H]` Gu's sink score of key 0 on plain sequences
+    (one document per row, causal, positions 0..T-1), from the model's `sink_attn`."""
+
+    def body(params, tokens_BxT):
+        B, T = tokens_BxT.shape
+        positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        batch = {"tokens": tokens_BxT, "positions": positions, "segment_ids": None}
+        _, aux = apply_model(graphdef, params, batch, use_segments=False, collect=("sink_attn",))
+        return analysis.sink_scores_from_column(aux["sink_attn"])
+
+    return jax.jit(body, in_shardings=(param_shardings, replicated), out_shardings=replicated)
