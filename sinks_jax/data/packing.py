@@ -87,27 +87,39 @@ def build_stream(
     Returns `(stream_L, doc_starts_Dp1)`: int32 ids `[L]` and int64 offsets `[D + 1]`, where
     unit `d` is `stream_L[doc_starts_Dp1[d]:doc_starts_Dp1[d + 1]]`.
     """
-    with_bos = document_unit_has_bos(mode)
-    pieces, lengths = [], []
-    for i, doc in enumerate(documents):
-        doc_arr = np.asarray(doc, dtype=np.int64).reshape(-1)
-        if doc_arr.size and doc_arr.min() < 0:
-            raise ValueError(f"document {i} holds a negative token id {int(doc_arr.min())}; "
+    arrays = [np.asarray(doc, dtype=np.int64).reshape(-1) for doc in documents]
+    for i, arr in enumerate(arrays):
+        if arr.size and arr.min() < 0:
+            raise ValueError(f"document {i} holds a negative token id {int(arr.min())}; "
                              "token ids must be >= 0.")
-        unit = [doc_arr, np.array([eos_id])]
-        if with_bos:
-            unit.insert(0, np.array([bos_id]))
-        unit_arr = np.concatenate(unit)
-        pieces.append(unit_arr)
-        lengths.append(unit_arr.size)
-    return stream_from_units(pieces, lengths)
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    raw = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+    return units_from_raw(raw, offsets, mode, bos_id, eos_id)
 
 
-def stream_from_units(pieces: list[np.ndarray], lengths: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate already-built units; see `build_stream` for the return value."""
-    doc_starts = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(np.asarray(lengths, dtype=np.int64), out=doc_starts[1:])
-    stream = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
+def units_from_raw(
+    raw_L: np.ndarray, offsets_Dp1: np.ndarray, mode: str, bos_id: int, eos_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add the mode's `<bos>`/`<eos>` to tokenised documents stored back to back.
+
+    `raw_L` holds the documents' ids without specials; document `d` is
+    `raw_L[offsets_Dp1[d]:offsets_Dp1[d + 1]]`. Returns `(stream_L, doc_starts_Dp1)` as
+    `build_stream` does (vectorised: no Python loop over documents).
+    """
+    lead = 1 if document_unit_has_bos(mode) else 0
+    offsets_Dp1 = np.asarray(offsets_Dp1, dtype=np.int64)
+    lengths_D = np.diff(offsets_Dp1)
+    num_docs = lengths_D.size
+    doc_starts = np.zeros(num_docs + 1, dtype=np.int64)
+    np.cumsum(lengths_D + lead + 1, out=doc_starts[1:])
+    stream = np.empty(int(doc_starts[-1]), dtype=np.int32)
+    doc_of_raw = np.repeat(np.arange(num_docs, dtype=np.int64), lengths_D)
+    raw_index = np.arange(offsets_Dp1[-1] - offsets_Dp1[0], dtype=np.int64)
+    stream[raw_index + doc_of_raw * (lead + 1) + lead] = raw_L[offsets_Dp1[0]:offsets_Dp1[-1]]
+    if lead:
+        stream[doc_starts[:-1]] = bos_id
+    stream[doc_starts[1:] - 1] = eos_id
     return stream, doc_starts
 
 

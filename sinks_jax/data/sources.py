@@ -1,0 +1,315 @@
+"""Document sources: local text, synthetic languages, TFDS. A document is a `str`.
+
+Specs for `get_source` (options after `?`, joined by `&`):
+
+- `text:GLOB` local files, sorted by path, read lazily:
+  - `.jsonl` (also `.jsonl.gz`, `.jsonl.xz`, `.jsonl.bz2`): one document per line, the
+    `text` field (`?field=NAME` to change it);
+  - `.txt` (also compressed): one document per file; `?docs=blank` makes every block of
+    text between blank lines a document instead.
+  Lines that are not valid UTF-8 (or not valid JSON) are skipped, counted, and reported in
+  one warning at the end of the pass; empty documents are skipped. Held-out split: a
+  document belongs to `valid` when a hash of its text falls below `?holdout=FRACTION`
+  (default 0.01), so the split does not depend on file order; `all` ignores the hold-out.
+- `synthetic:KIND[?vocab=64&seed=0&min_len=16&max_len=512]` endless, deterministic streams
+  of documents, drawn in blocks of 64 documents by numpy; lengths are log-uniform in
+  `[min_len, max_len]` symbols. Documents are strings over `vocab` printable ASCII
+  characters, so the `byte` tokenizer maps one symbol to one token. `seed` fixes the
+  *language*; which documents are drawn depends on the loader's seed and the split.
+  - `bigram_backcopy`: the Bigram-Backcopy task of Guo et al. (2024, "Active-dormant
+    attention heads"): tokens follow a fixed Zipfian bigram chain, except that after one of
+    4 trigger symbols the next symbol copies the symbol before the trigger. Only trigger
+    positions need attention (to the previous token); everywhere else the best a head can
+    do is nothing, which small transformers implement by parking attention on the first
+    token: a first-token sink forms within a few hundred steps even at 1-3 layers, and
+    the task's loss tells whether the copy head works.
+  - `zipf_markov`: a Zipfian Markov language with document structure: each document draws
+    one of 8 topics (its own bigram chain), so the next-token distribution depends on
+    evidence spread over the whole document (attention is useful everywhere).
+- `tfds:NAME[:SPLIT][?feature=text&data_dir=DIR&valid_split=validation]` any TFDS text
+  dataset already prepared in `data_dir` (TensorFlow is needed only here, imported lazily;
+  nothing is downloaded). `train` reads `SPLIT` (default `train`), `valid` reads
+  `valid_split`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import glob
+import gzip
+import io
+import json
+import logging
+import lzma
+import os
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+
+from sinks_jax.data.specs import check_no_options_left, parse_spec, pop_int
+
+log = logging.getLogger(__name__)
+
+KINDS = ("text", "synthetic", "tfds")
+SPLITS = ("train", "valid", "all")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is unknown; choose one of {list(SPLITS)}.")
+
+
+# ------------------------------------------------------------------------------ text
+
+def _open_binary(path: str) -> io.BufferedIOBase:
+    if path.endswith(".gz"):
+        return gzip.open(path, "rb")
+    if path.endswith(".xz"):
+        return lzma.open(path, "rb")
+    if path.endswith(".bz2"):
+        return bz2.open(path, "rb")
+    return open(path, "rb")
+
+
+def _base_ext(path: str) -> str:
+    stem = path
+    for comp in (".gz", ".xz", ".bz2"):
+        stem = stem.removesuffix(comp)
+    return os.path.splitext(stem)[1]
+
+
+class TextSource:
+    """Local `.jsonl` / `.txt` files (optionally compressed); see the module docstring."""
+
+    infinite = False
+
+    def __init__(self, spec: str, pattern: str, options: dict[str, str]):
+        self.spec = spec
+        self.field = options.pop("field", "text")
+        self.docs_mode = options.pop("docs", "file")
+        holdout = options.pop("holdout", "0.01")
+        check_no_options_left(options, "text source", ("field", "docs", "holdout"))
+        if self.docs_mode not in ("file", "blank"):
+            raise ValueError(f"text source option docs={self.docs_mode!r}: use docs=file or docs=blank.")
+        try:
+            self.holdout = float(holdout)
+        except ValueError:
+            raise ValueError(f"text source option holdout={holdout!r} is not a number in [0, 1).") from None
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"text source option holdout={holdout!r} must lie in [0, 1).")
+        if not pattern:
+            raise ValueError(f"source {spec!r} needs a glob after 'text:', e.g. text:data/*.jsonl.xz.")
+        self.files = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                            if os.path.isfile(p))
+        if not self.files:
+            raise FileNotFoundError(f"source {spec!r}: no file matches {pattern!r}.")
+        bad = [p for p in self.files if _base_ext(p) not in (".jsonl", ".json", ".txt")]
+        if bad:
+            raise ValueError(f"source {spec!r}: cannot read {bad[:3]}; use .jsonl or .txt files "
+                             "(optionally .gz/.xz/.bz2).")
+        self.skipped = {"non_utf8_lines": 0, "bad_json_lines": 0, "empty_documents": 0}
+
+    def _in_split(self, text: str, split: str) -> bool:
+        if split == "all" or self.holdout == 0.0:
+            return split != "valid"
+        is_valid = zlib.crc32(text.encode("utf-8")) % 1_000_000 < self.holdout * 1_000_000
+        return is_valid == (split == "valid")
+
+    def _lines(self, path: str) -> Iterator[str]:
+        with _open_binary(path) as f:
+            for raw in f:
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.skipped["non_utf8_lines"] += 1
+
+    def _file_documents(self, path: str) -> Iterator[str]:
+        if _base_ext(path) in (".jsonl", ".json"):
+            for line in self._lines(path):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    text = record[self.field]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    self.skipped["bad_json_lines"] += 1
+                    continue
+                yield str(text)
+        elif self.docs_mode == "file":
+            yield "".join(self._lines(path))
+        else:
+            block: list[str] = []
+            for line in self._lines(path):
+                if line.strip():
+                    block.append(line)
+                elif block:
+                    yield "".join(block)
+                    block = []
+            if block:
+                yield "".join(block)
+
+    def documents(self, split: str = "train") -> Iterator[str]:
+        """Yield the split's documents in file order; warn once about skipped lines."""
+        check_split(split)
+        for key in self.skipped:
+            self.skipped[key] = 0
+        count = 0
+        for path in self.files:
+            for text in self._file_documents(path):
+                if not text.strip():
+                    self.skipped["empty_documents"] += 1
+                    continue
+                if self._in_split(text, split):
+                    count += 1
+                    yield text
+        if self.skipped["non_utf8_lines"] or self.skipped["bad_json_lines"]:
+            log.warning("source %s: skipped %d non-UTF-8 line(s) and %d line(s) without valid JSON "
+                        "or field %r.", self.spec, self.skipped["non_utf8_lines"],
+                        self.skipped["bad_json_lines"], self.field)
+        if count == 0:
+            raise ValueError(f"source {self.spec!r} has no documents in split {split!r} "
+                             f"({len(self.files)} file(s), holdout={self.holdout}, skipped: "
+                             f"{self.skipped}).")
+
+
+# ------------------------------------------------------------------------- synthetic
+
+_ALPHABET = np.array([chr(c) for c in range(33, 127)])  # 94 printable, non-space ASCII
+_PRESETS = {"bigram_backcopy": {"topics": 1, "triggers": 4}, "zipf_markov": {"topics": 8, "triggers": 0}}
+_BLOCK_DOCS = 64
+_SPLIT_CODE = {"train": 0, "valid": 1, "all": 0}
+
+
+class SyntheticSource:
+    """Endless deterministic documents from a fixed random language; see the module docstring."""
+
+    infinite = True
+
+    def __init__(self, spec: str, kind: str, options: dict[str, str]):
+        if kind not in _PRESETS:
+            raise ValueError(f"synthetic source {kind!r} is unknown; choose one of {sorted(_PRESETS)}.")
+        self.spec, self.kind = spec, kind
+        self.vocab = pop_int(options, "vocab", 64, spec)
+        self.lang_seed = pop_int(options, "seed", 0, spec)
+        self.min_len = pop_int(options, "min_len", 16, spec)
+        self.max_len = pop_int(options, "max_len", 512, spec)
+        check_no_options_left(options, "synthetic source", ("vocab", "seed", "min_len", "max_len"))
+        preset = _PRESETS[kind]
+        self.num_triggers = preset["triggers"]
+        if not self.num_triggers + 2 <= self.vocab <= len(_ALPHABET):
+            raise ValueError(f"synthetic vocab={self.vocab} must lie in [{self.num_triggers + 2}, "
+                             f"{len(_ALPHABET)}].")
+        if not 2 <= self.min_len <= self.max_len:
+            raise ValueError(f"synthetic lengths min_len={self.min_len}, max_len={self.max_len}: "
+                             "need 2 <= min_len <= max_len.")
+        self._cdf_KxVxV = self._language(preset["topics"])
+
+    def _language(self, topics: int) -> np.ndarray:
+        """Cumulative transition tables `[topics, V, V]`: Zipf(1.1) over a random order."""
+        rng = np.random.default_rng([self.lang_seed, 7919])
+        v, k = self.vocab, self.num_triggers
+        plain = v - k
+        zipf = 1.0 / np.arange(1, plain + 1) ** 1.1
+        probs = np.zeros((topics, v, v))
+        for t in range(topics):
+            for row in range(v):
+                probs[t, row, rng.permutation(plain)] = zipf / zipf.sum()
+        if k:  # each plain symbol is followed by a trigger with probability 0.1
+            probs[:, :, :plain] *= 0.9
+            probs[:, :, plain:] = 0.1 / k
+        return np.cumsum(probs, axis=-1)
+
+    def block(self, split: str, seed: int, index: int) -> list[str]:
+        """Documents `[64 * index, 64 * (index + 1))` of the stream for `(split, seed)`."""
+        check_split(split)
+        rng = np.random.default_rng([self.lang_seed, _SPLIT_CODE[split], seed, index])
+        n, plain = _BLOCK_DOCS, self.vocab - self.num_triggers
+        lengths = np.exp(rng.uniform(np.log(self.min_len), np.log(self.max_len + 1), n)).astype(int)
+        lengths = np.clip(lengths, self.min_len, self.max_len)
+        topic = rng.integers(0, self._cdf_KxVxV.shape[0], n)
+        x_NxL = np.zeros((n, int(lengths.max())), dtype=np.int64)
+        x_NxL[:, 0] = rng.integers(0, plain, n)
+        is_trigger = np.arange(self.vocab) >= plain
+        u_NxL = rng.random(x_NxL.shape)
+        for t in range(1, x_NxL.shape[1]):
+            cdf_NxV = self._cdf_KxVxV[topic, x_NxL[:, t - 1]]
+            nxt = np.minimum((cdf_NxV < u_NxL[:, t : t + 1]).sum(axis=1), self.vocab - 1)
+            if t >= 2 and self.num_triggers:
+                nxt = np.where(is_trigger[x_NxL[:, t - 1]], x_NxL[:, t - 2], nxt)
+            x_NxL[:, t] = nxt
+        return ["".join(_ALPHABET[x_NxL[i, : lengths[i]]]) for i in range(n)]
+
+    def documents(self, split: str = "train", seed: int = 0) -> Iterator[str]:
+        """Endless stream of documents (blocks 0, 1, 2, ...)."""
+        index = 0
+        while True:
+            yield from self.block(split, seed, index)
+            index += 1
+
+
+# ------------------------------------------------------------------------------ tfds
+
+class TFDSSource:
+    """A TFDS text dataset read from `data_dir` (TensorFlow imported only here)."""
+
+    infinite = False
+
+    def __init__(self, spec: str, body: str, options: dict[str, str]):
+        self.spec = spec
+        name, split = body, "train"
+        if ":" in body:
+            head, _, tail = body.rpartition(":")
+            if not tail.replace(".", "").isdigit():  # `c4/en:3.0.1` is a version, not a split
+                name, split = head, tail
+        if not name:
+            raise ValueError(f"source {spec!r} needs a dataset name, e.g. tfds:lm1b or tfds:c4/en:train.")
+        self.name, self.train_split = name, split
+        self.feature = options.pop("feature", "text")
+        self.data_dir = options.pop("data_dir", None)
+        self.valid_split = options.pop("valid_split", "validation")
+        check_no_options_left(options, "tfds source", ("feature", "data_dir", "valid_split"))
+        self.skipped = {"non_utf8_documents": 0}
+
+    def documents(self, split: str = "train") -> Iterator[str]:
+        check_split(split)
+        try:
+            import tensorflow_datasets as tfds
+        except ImportError as err:
+            raise ImportError(f"source {self.spec!r} needs tensorflow-datasets: "
+                              "pip install 'sinks_jax[tfds]', or prepare shards elsewhere with "
+                              "`sinks-jax prepare` and train from them.") from err
+        tfds_split = self.valid_split if split == "valid" else self.train_split
+        ds = tfds.load(self.name, split=tfds_split, data_dir=self.data_dir, shuffle_files=False)
+        count = 0
+        for example in tfds.as_numpy(ds):
+            if self.feature not in example:
+                raise ValueError(f"source {self.spec!r}: no feature {self.feature!r}; the dataset has "
+                                 f"{sorted(example)}; pass ?feature=NAME.")
+            value = example[self.feature]
+            try:
+                text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            except UnicodeDecodeError:
+                self.skipped["non_utf8_documents"] += 1
+                continue
+            if text.strip():
+                count += 1
+                yield text
+        if self.skipped["non_utf8_documents"]:
+            log.warning("source %s: skipped %d non-UTF-8 document(s).", self.spec,
+                        self.skipped["non_utf8_documents"])
+        if count == 0:
+            raise ValueError(f"source {self.spec!r} has no documents in split {tfds_split!r}.")
+
+
+Source = TextSource | SyntheticSource | TFDSSource
+
+
+def get_source(spec: str) -> Source:
+    """Build a source from its spec: `text:GLOB`, `synthetic:KIND`, `tfds:NAME[:SPLIT]`."""
+    kind, body, options = parse_spec(spec, KINDS, "source")
+    if kind == "text":
+        return TextSource(spec, body, options)
+    if kind == "synthetic":
+        return SyntheticSource(spec, body, options)
+    return TFDSSource(spec, body, options)
