@@ -59,9 +59,9 @@ class Norm(nnx.Module):
         if self.kind == "layer":
             x = x - x.mean(-1, keepdims=True)
         x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.eps)
-        x = x * (self.scale.value.astype(jnp.float32) + self.offset)
+        x = x * (self.scale[...].astype(jnp.float32) + self.offset)
         if self.kind == "layer":
-            x = x + self.bias.value.astype(jnp.float32)
+            x = x + self.bias[...].astype(jnp.float32)
         return x.astype(x_BxTxD.dtype)
 
 
@@ -130,7 +130,7 @@ class Block(nnx.Module):
             self.b_down = nnx.Param(jnp.zeros((D,), pdt))
 
     def _w(self, name: str) -> jax.Array:
-        return getattr(self, name).value.astype(jnp.dtype(self.cfg.dtype))
+        return getattr(self, name)[...].astype(jnp.dtype(self.cfg.dtype))
 
     def qkv(self, x_BxTxD, positions_BxT, inv_freq):
         """Projected (and rotated) queries, keys and values of the normed input."""
@@ -208,16 +208,17 @@ class Block(nnx.Module):
 class Transformer(nnx.Module):
     """Decoder-only transformer (see the module docstring for the call and `aux`).
 
-    Parameters: embed [V, D], optional pos_embed [P, D] (learned positions), layers (a stacked
-    `Block`, every array with a leading [L] axis), final_norm, lm_head [D, V] unless tied.
+    Parameters: embedding [V, D], optional pos_embedding [P, D] (learned positions), layers
+    (a stacked `Block`, every array with a leading [L] axis), final_norm, lm_head [D, V] unless
+    tied.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.config = cfg
         pdt = jnp.dtype(cfg.param_dtype)
-        self.embed = _init(rngs, (cfg.vocab_size, cfg.d_model), cfg.init_std, pdt)
+        self.embedding = _init(rngs, (cfg.vocab_size, cfg.d_model), cfg.init_std, pdt)
         if cfg.position_type == "learned":
-            self.pos_embed = _init(
+            self.pos_embedding = _init(
                 rngs, (cfg.max_position_embeddings, cfg.d_model), cfg.init_std, pdt
             )
 
@@ -234,12 +235,12 @@ class Transformer(nnx.Module):
     def embed(self, tokens_BxT: jax.Array, positions: jax.Array | None = None) -> jax.Array:
         """Input embeddings [B, T, D] in the compute dtype: the residual stream's layer 0."""
         cfg = self.config
-        x = jnp.take(self.embed.value, tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
+        x = jnp.take(self.embedding[...], tokens_BxT, axis=0).astype(jnp.dtype(cfg.dtype))
         if cfg.embedding_scale is not None:
             x = x * jnp.asarray(cfg.embedding_scale, x.dtype)
         if cfg.position_type == "learned":
             positions = _default_positions(tokens_BxT.shape) if positions is None else positions
-            x = x + jnp.take(self.pos_embed.value, positions, axis=0).astype(x.dtype)
+            x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
         return x
 
     def __call__(
@@ -294,7 +295,7 @@ class Transformer(nnx.Module):
         h_BxTxD, stats = jax.lax.scan(layer_step, x, layer_state)
 
         h_BxTxD = self.final_norm(h_BxTxD)
-        head = self.embed.value.T if cfg.tie_embeddings else self.lm_head.value
+        head = self.embedding[...].T if cfg.tie_embeddings else self.lm_head[...]
         logits = jnp.einsum(
             "btd,dv->btv", h_BxTxD, head.astype(h_BxTxD.dtype), preferred_element_type=jnp.float32
         )

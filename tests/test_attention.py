@@ -1,0 +1,174 @@
+"""Attention backends against a brute-force numpy reference, and against each other."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from sinks_jax.model import attention as attn
+
+
+def numpy_attention(q, k, v, scale, segment_ids=None, global_first_key=False):
+    """Brute force, float64, loops over heads: out [B,T,H,D], lse [B,H,T], probs [B,H,T,T]."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    B, T, H, D = q.shape
+    K = k.shape[2]
+    out = np.zeros((B, T, H, D))
+    lse = np.zeros((B, H, T))
+    probs = np.zeros((B, H, T, T))
+    for b in range(B):
+        for h in range(H):
+            kh = h // (H // K)
+            for i in range(T):
+                allowed = []
+                for j in range(i + 1):
+                    same = segment_ids is None or segment_ids[b, i] == segment_ids[b, j]
+                    if same or (global_first_key and j == 0):
+                        allowed.append(j)
+                s = np.array([scale * q[b, i, h] @ k[b, j, kh] for j in allowed])
+                m = s.max()
+                lse[b, h, i] = m + np.log(np.exp(s - m).sum())
+                p = np.exp(s - lse[b, h, i])
+                probs[b, h, i, allowed] = p
+                out[b, i, h] = p @ v[b, allowed, kh]
+    return out, lse, probs
+
+
+def random_qkv(seed, B, T, H, K, D, dtype=jnp.float32):
+    kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
+    q = jax.random.normal(kq, (B, T, H, D), dtype)
+    k = jax.random.normal(kk, (B, T, K, D), dtype)
+    v = jax.random.normal(kv, (B, T, K, D), dtype)
+    return q, k, v
+
+
+def random_segments(rng, B, T, with_padding=True):
+    seg = np.zeros((B, T), np.int32)
+    for b in range(B):
+        cuts = np.sort(rng.choice(np.arange(1, T), size=min(3, T - 1), replace=False))
+        bounds = [0, *cuts, T]
+        for s, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:]), start=1):
+            seg[b, lo:hi] = s
+        if with_padding and b == 0:
+            seg[b, T - 2 :] = 0  # trailing padding, segment 0
+    return seg
+
+
+@pytest.mark.parametrize("H,K", [(4, 4), (4, 2), (4, 1)])
+@pytest.mark.parametrize("segments", [False, True])
+def test_xla_matches_numpy(H, K, segments):
+    B, T, D = 2, 11, 8
+    q, k, v = random_qkv(0, B, T, H, K, D)
+    seg = random_segments(np.random.default_rng(1), B, T) if segments else None
+    res = attn.attention(
+        q,
+        k,
+        v,
+        backend="xla",
+        scale=0.3,
+        segment_ids=None if seg is None else jnp.asarray(seg),
+        return_probs=True,
+    )
+    out, lse, probs = numpy_attention(q, k, v, 0.3, seg)
+    np.testing.assert_allclose(res.out_BxTxHxD, out, atol=1e-5)
+    np.testing.assert_allclose(res.lse_BxHxT, lse, atol=1e-5)
+    np.testing.assert_allclose(res.probs_BxHxTxT, probs, atol=1e-6)
+
+
+def test_rows_sum_to_one_and_mask_is_respected():
+    B, T, H, K, D = 2, 13, 2, 1, 4
+    q, k, v = random_qkv(3, B, T, H, K, D)
+    seg = random_segments(np.random.default_rng(4), B, T)
+    p = np.asarray(
+        attn.attention(q, k, v, segment_ids=jnp.asarray(seg), return_probs=True).probs_BxHxTxT
+    )
+    np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-6)
+    mask = np.zeros((B, T, T), bool)  # built by hand: causal and same segment
+    for b in range(B):
+        for i in range(T):
+            for j in range(i + 1):
+                mask[b, i, j] = seg[b, i] == seg[b, j]
+    assert np.all(p[~np.broadcast_to(mask[:, None], p.shape)] == 0.0)
+    assert np.all(p[np.broadcast_to(mask[:, None], p.shape)] > 0.0)
+
+
+def test_global_first_key_keeps_key_zero_visible():
+    B, T, H, D = 1, 9, 2, 4
+    q, k, v = random_qkv(5, B, T, H, H, D)
+    seg = jnp.array([[1, 1, 1, 2, 2, 2, 3, 3, 3]])
+    p = attn.attention(q, k, v, segment_ids=seg, global_first_key=True, return_probs=True)
+    p = np.asarray(p.probs_BxHxTxT)
+    assert np.all(p[..., 3:, 0] > 0)  # later segments still see key 0
+    assert np.all(p[..., 3:, 1:3] == 0)  # but not the rest of segment 1
+    ref = numpy_attention(q, k, v, D**-0.5, np.asarray(seg), global_first_key=True)[2]
+    np.testing.assert_allclose(p, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "T,block,H,K,segments,gfk",
+    [
+        (16, 4, 4, 4, False, False),
+        (23, 8, 4, 2, True, False),  # T not a multiple of the block, GQA, segments
+        (19, 5, 6, 1, True, True),  # MQA, key 0 global
+        (7, 16, 2, 1, False, False),  # block larger than T
+    ],
+)
+def test_blockwise_matches_xla(T, block, H, K, segments, gfk):
+    B, D = 2, 8
+    q, k, v = random_qkv(T, B, T, H, K, D)
+    seg = jnp.asarray(random_segments(np.random.default_rng(T), B, T)) if segments else None
+    kw = dict(scale=D**-0.5, segment_ids=seg, global_first_key=gfk)
+    ref = attn.attention(q, k, v, backend="xla", **kw)
+    got = attn.attention(q, k, v, backend="blockwise", block_size=block, **kw)
+    np.testing.assert_allclose(got.out_BxTxHxD, ref.out_BxTxHxD, atol=1e-5)
+    np.testing.assert_allclose(got.lse_BxHxT, ref.lse_BxHxT, atol=1e-5)
+
+    sink = attn.sink_index(seg, T, B, per_segment=True)
+    s_ref = attn.sink_attention(q, k, ref.lse_BxHxT, sink, **kw)
+    s_got = attn.sink_attention(q, k, got.lse_BxHxT, sink, **kw)
+    np.testing.assert_allclose(s_got, s_ref, atol=1e-5)
+
+    def loss(backend, q, k, v):
+        out = attn.attention(q, k, v, backend=backend, block_size=block, **kw).out_BxTxHxD
+        return jnp.sum(out * jnp.cos(out))  # a non-trivial cotangent
+
+    g_ref = jax.grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2))(q, k, v)
+    g_got = jax.grad(lambda *a: loss("blockwise", *a), argnums=(0, 1, 2))(q, k, v)
+    for a, b in zip(g_got, g_ref):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["xla", "blockwise"])
+def test_vjp_wrt_values_is_received_attention(backend):
+    B, T, H, K, D = 1, 12, 4, 2, 4
+    q, k, v = random_qkv(9, B, T, H, K, D)
+    # Broadcast K/V to query heads so the gradient is per query head.
+    k_h, v_h = jnp.repeat(k, H // K, axis=2), jnp.repeat(v, H // K, axis=2)
+    _, vjp = jax.vjp(
+        lambda v_: attn.attention(q, k_h, v_, backend=backend, block_size=5).out_BxTxHxD, v_h
+    )
+    (dv,) = vjp(jnp.ones((B, T, H, D)))
+    received_BxHxT = dv[..., 0].transpose(0, 2, 1)
+    probs = numpy_attention(q, k, v, D**-0.5)[2]
+    np.testing.assert_allclose(received_BxHxT, probs.sum(axis=2), atol=1e-5)
+
+
+def test_sink_index_per_segment():
+    seg = jnp.array([[1, 1, 2, 2, 2, 3, 0, 0]])
+    idx = attn.sink_index(seg, 8, 1, per_segment=True)
+    np.testing.assert_array_equal(idx, [[0, 0, 2, 2, 2, 5, 6, 6]])
+    np.testing.assert_array_equal(attn.sink_index(seg, 8, 1, per_segment=False), np.zeros((1, 8)))
+
+
+def test_bad_inputs_raise_clear_errors():
+    q, k, v = random_qkv(0, 1, 4, 3, 2, 4)
+    with pytest.raises(ValueError, match="not divisible"):
+        attn.attention(q, k, v)
+    q, k, v = random_qkv(0, 1, 4, 2, 2, 4)
+    with pytest.raises(ValueError, match="backend='xla'"):
+        attn.attention(q, k, v, backend="blockwise", return_probs=True)
+    with pytest.raises(ValueError, match="unknown backend"):
+        attn.attention(q, k, v, backend="nope")
+    with pytest.raises(ValueError, match="segment ids"):
+        attn.attention(q, k, v, backend="cudnn", segment_ids=jnp.ones((1, 4), jnp.int32))
