@@ -18,8 +18,8 @@ from matplotlib.ticker import MaxNLocator
 
 
 def _save(fig: Figure, caption: str, path: str) -> str:
-    if caption:
-        fig.text(0.01, 0.005, caption, fontsize=7, color="0.3", ha="left", va="bottom", wrap=True)
+    if caption:  # a figure-level x label, so constrained layout keeps it clear of the axes
+        fig.supxlabel(caption, fontsize=7, color="0.3")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
@@ -72,7 +72,7 @@ def spread_heatmaps(div_with_LxT: np.ndarray, div_without_LxT: np.ndarray, path:
     hi = float(positive.max()) if positive.size else 1.0
     norm = LogNorm(vmin=max(lo, hi * 1e-6), vmax=max(hi, lo * 10))
     T = a.shape[1]
-    fig = Figure(figsize=(max(7.0, 0.12 * T * 2 + 3), 3.8), layout="constrained")
+    fig = Figure(figsize=(min(14.0, max(8.0, 0.12 * T * 2 + 3)), 4.0), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, data, name in ((axes[0], a, "with <bos>"), (axes[1], b, "without <bos>")):
         im = ax.imshow(np.where(data > 0, data, np.nan), norm=norm, cmap="magma", aspect="auto",
@@ -85,6 +85,7 @@ def spread_heatmaps(div_with_LxT: np.ndarray, div_without_LxT: np.ndarray, path:
             ax.set_xticks(range(T))
             ax.set_xticklabels(token_labels, rotation=90, fontsize=6)
     axes[0].set_ylabel("layer (0 = embeddings)")
+    axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=list(axes), label="||v - v'||_2 (blank = exactly 0)")
     fig.suptitle(title, fontsize=10)
     return _save(fig, caption, path)

@@ -32,8 +32,9 @@ def gu_scores_reference(attn, k):
 
 def sink_rate_reference(scores, eps):
     L, B, H = scores.shape
-    per_seq = [np.mean([[scores[l, b, h] > eps for h in range(H)] for l in range(L)])
-               for b in range(B)]
+    per_seq = [
+        np.mean([[scores[l, b, h] > eps for h in range(H)] for l in range(L)]) for b in range(B)
+    ]
     return float(np.mean(per_seq))
 
 
@@ -44,12 +45,16 @@ def test_sink_scores_match_gu_definition(seed):
     attn = random_causal_maps(rng, (2, 3, 4), T, sink_bias=rng.uniform(0, 4)).astype(np.float32)
     for k in sorted({0, 1, int(rng.integers(0, T))}):
         got = np.asarray(analysis.sink_scores(jnp.asarray(attn), key=k))
-        np.testing.assert_allclose(got, gu_scores_reference(attn.astype(np.float64), k),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            got, gu_scores_reference(attn.astype(np.float64), k), rtol=1e-5, atol=1e-6
+        )
         col = attn[..., :, k]
-        np.testing.assert_allclose(np.asarray(analysis.sink_scores_from_column(col, key=k)),
-                                   gu_scores_reference(attn.astype(np.float64), k), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(analysis.sink_scores_from_column(col, key=k)),
+            gu_scores_reference(attn.astype(np.float64), k),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_sink_scores_under_jit_with_traced_key():
@@ -57,8 +62,7 @@ def test_sink_scores_under_jit_with_traced_key():
     attn = random_causal_maps(rng, (1, 2, 2), 7).astype(np.float32)
     f = jax.jit(analysis.sink_scores)
     for k in (0, 4):
-        np.testing.assert_allclose(np.asarray(f(attn, k)), gu_scores_reference(attn, k),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(f(attn, k)), gu_scores_reference(attn, k), rtol=1e-5)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -68,7 +72,8 @@ def test_sink_rate_matches_per_sequence_reference(seed):
     scores = gu_scores_reference(attn, 0)
     for eps in (0.3, 0.5, 0.8):
         assert float(analysis.sink_rate(jnp.asarray(scores), eps)) == pytest.approx(
-            sink_rate_reference(scores, eps), abs=1e-6)
+            sink_rate_reference(scores, eps), abs=1e-6
+        )
         per_layer = np.asarray(analysis.sink_rate_per_layer(jnp.asarray(scores), eps))
         np.testing.assert_allclose(per_layer, (scores > eps).mean(axis=(1, 2)), atol=1e-6)
 
@@ -86,6 +91,7 @@ def test_sink_rate_thresholds_each_sequence_not_the_average():
 
 
 # ------------------------------------------------------------------ received attention
+
 
 def numpy_attention_probs(q, k, v_unused=None):
     """[B,T,H,D] x [B,T,K,D] -> probs [B,H,T,T], causal, GQA head h -> kv head h // (H//K)."""
@@ -117,17 +123,29 @@ def test_received_attention_matches_column_sums_with_gqa(H, K):
     want_BxHxT = numpy_attention_probs(q.astype(np.float64), k.astype(np.float64)).sum(axis=-2)
     got = analysis.received_attention_from_qkv(q, k, v, jax_causal_attention)
     np.testing.assert_allclose(np.asarray(got), want_BxHxT, rtol=1e-5, atol=1e-5)
+    # Weighted queries (e.g. padding excluded): sum_i w[i] A[i, k].
+    w = (rng.uniform(size=(B, T)) > 0.3).astype(np.float32)
+    want_w = np.einsum(
+        "bhik,bi->bhk", numpy_attention_probs(q.astype(np.float64), k.astype(np.float64)), w
+    )
+    got_w = analysis.received_attention_from_qkv(q, k, v, jax_causal_attention, w)
+    np.testing.assert_allclose(np.asarray(got_w), want_w, rtol=1e-5, atol=1e-5)
     # Layer-stacked form, and the explicit-probs form.
     got_L = analysis.received_attention(q[None], k[None], v[None], jax_causal_attention)
     np.testing.assert_allclose(np.asarray(got_L)[0], want_BxHxT, rtol=1e-5, atol=1e-5)
     probs = numpy_attention_probs(q, k)[None]
-    np.testing.assert_allclose(np.asarray(analysis.received_attention_from_probs(probs))[0],
-                               want_BxHxT, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(analysis.received_attention_from_probs(probs))[0],
+        want_BxHxT,
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_received_attention_through_model_backends():
     attention_mod = pytest.importorskip("sinks_jax.model.attention")
     import functools
+
     rng = np.random.default_rng(7)
     B, T, H, K, D = 1, 16, 4, 2, 8
     q = rng.normal(size=(B, T, H, D)).astype(np.float32)
@@ -138,11 +156,13 @@ def test_received_attention_through_model_backends():
     for backend in ("xla", "blockwise"):
         fn = functools.partial(attention_mod.attention, backend=backend)
         got = analysis.received_attention_from_qkv(q, k, v, fn)
-        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5,
-                                   err_msg=f"backend={backend}")
+        np.testing.assert_allclose(
+            np.asarray(got), want, rtol=1e-5, atol=1e-5, err_msg=f"backend={backend}"
+        )
 
 
 # ------------------------------------------------------------------ path bound
+
 
 def brute_force_path_sum(abar_LxTxT, j, i):
     """Sum over explicit causal paths i = p0 <= p1 <= ... <= pL = j of prod abar[l][p_{l+1}, p_l]."""
@@ -173,6 +193,7 @@ def test_path_bound_matches_brute_force_enumeration():
 
 
 # ------------------------------------------------------------------ spread, collapse, misc
+
 
 def toy_causal_stream(tokens_BxT, L=3, D=5, seed=0):
     """A small causal network in jax (prefix means + tanh), residual stream [L+1, B, T, D]."""
@@ -227,14 +248,17 @@ def test_collapse_measures_against_numpy():
         assert rc[l, b] == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert rc[1, 0] == pytest.approx(0.0, abs=1e-6)
     rep = np.asarray(analysis.representational_collapse(jnp.asarray(h)))
-    np.testing.assert_allclose(rep, np.linalg.norm(h[..., -1, :] - h[..., -2, :], axis=-1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        rep, np.linalg.norm(h[..., -1, :] - h[..., -2, :], axis=-1), rtol=1e-5
+    )
     tokens = jnp.asarray([[3, 4, 5]])
     np.testing.assert_array_equal(np.asarray(analysis.repeat_last_token(tokens)), [[3, 4, 5, 5]])
     h2 = rng.normal(size=(3, 2, 7, 4)).astype(np.float32)
     np.testing.assert_allclose(
         np.asarray(analysis.representational_collapse_repeat(h, h2)),
-        np.linalg.norm(h[..., -1, :] - h2[..., -1, :], axis=-1), rtol=1e-5)
+        np.linalg.norm(h[..., -1, :] - h2[..., -1, :], axis=-1),
+        rtol=1e-5,
+    )
 
 
 def test_attention_entropy_and_value_measures():
@@ -245,8 +269,12 @@ def test_attention_entropy_and_value_measures():
         want = -np.nansum(np.where(attn > 0, attn * np.log(attn), 0.0), axis=-1)
     np.testing.assert_allclose(ent, want, rtol=1e-5, atol=1e-6)
     uniform = np.tril(np.ones((5, 5))) / np.arange(1, 6)[:, None]
-    np.testing.assert_allclose(np.asarray(analysis.attention_entropy(uniform[None, None, None])),
-                               np.log(np.arange(1, 6))[None, None, None], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(analysis.attention_entropy(uniform[None, None, None])),
+        np.log(np.arange(1, 6))[None, None, None],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
     v = rng.normal(size=(1, 5, 3, 4)).astype(np.float32)
     vn = np.asarray(analysis.value_norms(jnp.asarray(v)))
@@ -260,5 +288,11 @@ def test_attention_entropy_and_value_measures():
         vals = vn_L[l, 0, h, : i + 1]
         assert noop[l, 0, h, i] == pytest.approx((row * vals).sum() / vals.mean(), rel=1e-5)
     np.testing.assert_allclose(
-        np.asarray(analysis.noop_score(jnp.asarray(uniform[None, None, None], jnp.float32),
-                                       jnp.asarray(vn_L[:1, :, :1]))), 1.0, rtol=1e-5)
+        np.asarray(
+            analysis.noop_score(
+                jnp.asarray(uniform[None, None, None], jnp.float32), jnp.asarray(vn_L[:1, :, :1])
+            )
+        ),
+        1.0,
+        rtol=1e-5,
+    )

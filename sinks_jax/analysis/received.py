@@ -29,7 +29,8 @@ def broadcast_kv_heads(kv_BxTxKxD: Array, num_heads: int) -> Array:
 
 
 def received_attention_from_qkv(q_BxTxHxD: Array, k_BxTxKxD: Array, v_BxTxKxD: Array,
-                                attend_fn: AttendFn) -> Array:
+                                attend_fn: AttendFn, query_weights_BxT: Array | None = None
+                                ) -> Array:
     """`[B, H, T]`: `sum_i A[h][i, k]` for every query head h and key k, without the T x T map.
 
     Args:
@@ -37,6 +38,8 @@ def received_attention_from_qkv(q_BxTxHxD: Array, k_BxTxKxD: Array, v_BxTxKxD: A
       attend_fn: `attend_fn(q, k, v)` -> output `[B, T, H, Dv]` or a tuple whose first entry
         is it, e.g. `functools.partial(sinks_jax.model.attention.attention, backend="cudnn",
         segment_ids=seg)`. It must be differentiable with respect to v.
+      query_weights_BxT: optional weight of each query in the sum (e.g. 0 for padding, so
+        only real queries count): the result is `sum_i w[i] A[h][i, k]`.
 
     Only the gradient with respect to v is taken; its value does not depend on v.
     """
@@ -50,7 +53,10 @@ def received_attention_from_qkv(q_BxTxHxD: Array, k_BxTxKxD: Array, v_BxTxKxD: A
         return out.astype(jnp.float32)
 
     out, pullback = jax.vjp(out_of_v, v_BxTxHxD)
-    (grad_v_BxTxHxD,) = pullback(jnp.ones_like(out))
+    cotangent = jnp.ones_like(out)
+    if query_weights_BxT is not None:
+        cotangent = cotangent * query_weights_BxT.astype(out.dtype)[:, :, None, None]
+    (grad_v_BxTxHxD,) = pullback(cotangent)
     # Every feature of the gradient holds the same column sum; the mean absorbs rounding.
     return jnp.mean(grad_v_BxTxHxD.astype(jnp.float32), axis=-1).transpose(0, 2, 1)
 

@@ -1,0 +1,552 @@
+"""`sinks-jax analyze`: sink, perturbation-spread and Jacobian report on a model.
+
+    sinks-jax analyze --workdir runs/ctx512 --out reports/ctx512
+    sinks-jax analyze --hf path/to/hf_dir --prompts prompts.jsonl --seq-len 64 --eps 0.3 0.8
+    sinks-jax analyze --init-tiny --out /tmp/report          # random tiny model (smoke test)
+
+Writes `report.json` (every number and the settings that produced it) and PNG figures:
+sink-score heatmap, sink rate per layer, perturbation spread with and without `<bos>`,
+Jacobian sensitivity beside the path bound, value norms of the sink token vs the rest.
+
+Sequences: "with_bos" is `<bos>` followed by the first T-1 prompt tokens; "text_only" is the
+first T prompt tokens. Prompts shorter than T are skipped (`--short skip`, the default) or
+padded at the end (`--short pad`); padding is excluded from every statistic (causal attention
+never lets a real query see a later pad token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from sinks_jax import analysis, plots
+from sinks_jax.analysis import prompts as builtin_prompts
+from sinks_jax.model import ModelConfig, Transformer
+from sinks_jax.model import attention as attention_lib
+from sinks_jax.model.transformer import rope_inverse_frequencies
+
+
+# --------------------------------------------------------------------------- arguments
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sinks-jax analyze", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a training run's workdir (latest checkpoint is used)")
+    src.add_argument("--hf", help="a Hugging Face checkpoint folder (config.json, safetensors)")
+    src.add_argument("--init-tiny", action="store_true",
+                     help="a freshly initialised tiny model (byte vocabulary): smoke tests")
+    p.add_argument("--prompts", help="prompt file: .txt (one prompt per line) or .jsonl with a "
+                                     "'text' field; default: the built-in set of 10 paragraphs")
+    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence T (default 64)")
+    p.add_argument("--eps", type=float, nargs="+", default=[0.3, 0.8],
+                   help="sink-rate thresholds (default 0.3 0.8)")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument("--tokenizer", default="byte",
+                   help="'byte' (default), a SentencePiece .model, or a tokenizer.json; "
+                        "ignored with --hf (the checkpoint's tokenizer is used)")
+    p.add_argument("--short", choices=("skip", "pad"), default="skip",
+                   help="prompts shorter than T: skip them (default) or pad at the end")
+    p.add_argument("--spread-len", type=int, default=128,
+                   help="text tokens of the perturbation prompt (default 128)")
+    p.add_argument("--spread-prompt", default=None,
+                   help="perturbation prompt (default: the Shakespeare paragraph)")
+    p.add_argument("--swap", default=None,
+                   help="OLD=NEW words to swap in the perturbation prompt (same tokenised "
+                        "length); default greatest=best, else the first same-length synonym")
+    p.add_argument("--jacobian-layers", choices=("last", "all"), default="last",
+                   help="hidden layers whose Jacobian is measured (default: last)")
+    p.add_argument("--jacobian-chunk", type=int, default=64,
+                   help="output directions per backward batch (lower it if memory is short)")
+    p.add_argument("--no-bos", action="store_true",
+                   help="the tokenizer has no <bos>: analyse text only")
+    p.add_argument("--out", required=True, help="output folder for report.json and figures")
+    p.add_argument("--seed", type=int, default=0, help="init seed for --init-tiny")
+    return p
+
+
+# --------------------------------------------------------------------------- tokenizers
+
+class ByteTokenizer:
+    """UTF-8 bytes shifted by 3: pad 0, `<bos>` 1, `<eos>` 2, byte b -> b + 3 (vocabulary 259)."""
+
+    pad_id, bos_id, eos_id, vocab_size = 0, 1, 2, 259
+
+    def encode(self, text: str) -> list[int]:
+        return [b + 3 for b in text.encode("utf-8")]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
+
+
+class _WrappedTokenizer:
+    """Adapts a tokenizer object with `encode` (ids list or `.ids`) and special-token ids."""
+
+    def __init__(self, tok: Any):
+        self.tok = tok
+        self.bos_id = _first_attr(tok, ("bos_id", "bos_token_id"))
+        self.pad_id = _first_attr(tok, ("pad_id", "pad_token_id")) or 0
+        self.vocab_size = _first_attr(tok, ("vocab_size",))
+
+    def encode(self, text: str) -> list[int]:
+        out = self.tok.encode(text)
+        ids = getattr(out, "ids", out)
+        return [int(i) for i in ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        try:
+            return str(self.tok.decode(list(ids)))
+        except Exception:  # decoding is only used for figure labels
+            return " ".join(map(str, ids))
+
+
+def _first_attr(obj: Any, names: Sequence[str]) -> Any:
+    for name in names:
+        value = getattr(obj, name, None)
+        value = value() if callable(value) else value
+        if value is not None and not (isinstance(value, int) and value < 0):
+            return value
+    return None
+
+
+def load_tokenizer(spec: str) -> Any:
+    """'byte', or a path understood by `sinks_jax.data.tokenizers.load_tokenizer`."""
+    if spec == "byte":
+        return ByteTokenizer()
+    if not os.path.exists(spec):
+        raise FileNotFoundError(f"--tokenizer {spec!r}: no such file; pass 'byte', a "
+                                "SentencePiece .model or a tokenizer.json.")
+    try:
+        from sinks_jax.data import tokenizers  # optional: only needed for non-byte tokenizers
+    except ImportError as e:
+        raise RuntimeError(f"--tokenizer {spec!r} needs sinks_jax.data.tokenizers ({e}); "
+                           "use --tokenizer byte.") from e
+    return _WrappedTokenizer(tokenizers.load_tokenizer(spec))
+
+
+# --------------------------------------------------------------------------- inputs
+
+def load_prompts(path: str | None) -> list[str]:
+    """Prompts from a .txt (one per non-empty line) or .jsonl ('text' field) file, or built-ins."""
+    if path is None:
+        return list(builtin_prompts.DEFAULT_PROMPTS)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--prompts {path!r}: no such file.")
+    texts: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if path.endswith(".jsonl"):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e}).") from e
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise ValueError(f"{path}:{n}: each JSON line needs a string 'text' field.")
+                texts.append(record["text"])
+            else:
+                texts.append(line)
+    if not texts:
+        raise ValueError(f"--prompts {path!r} holds no prompts (empty or blank lines only); "
+                         "write one prompt per line, or omit --prompts for the built-in set.")
+    return texts
+
+
+def make_sequences(token_lists: Sequence[Sequence[int]], seq_len: int, *, bos_id: int | None,
+                   pad_id: int, short: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """int32 tokens `[N, T]`, float valid mask `[N, T]`, and the indices of the kept prompts.
+
+    With `bos_id`, each row is `<bos>` + the first T-1 prompt tokens; otherwise the first T.
+    """
+    need = seq_len - (1 if bos_id is not None else 0)
+    rows, masks, kept = [], [], []
+    for idx, toks in enumerate(token_lists):
+        toks = list(toks[:need])
+        if len(toks) < need and short == "skip":
+            continue
+        prefix = [bos_id] if bos_id is not None else []
+        row = prefix + toks
+        masks.append([1.0] * len(row) + [0.0] * (seq_len - len(row)))
+        rows.append(row + [pad_id] * (seq_len - len(row)))
+        kept.append(idx)
+    return np.asarray(rows, np.int32).reshape(-1, seq_len), \
+        np.asarray(masks, np.float32).reshape(-1, seq_len), kept
+
+
+# --------------------------------------------------------------------------- model access
+
+def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str]:
+    """`(model, tokenizer, description)` from --workdir, --hf or --init-tiny."""
+    if args.init_tiny:
+        cfg = ModelConfig(vocab_size=ByteTokenizer.vocab_size, num_layers=2, d_model=32,
+                          num_heads=4, num_kv_heads=2, d_ff=64, attention="xla")
+        return Transformer(cfg, rngs=nnx.Rngs(args.seed)), ByteTokenizer(), \
+            f"tiny random init (seed {args.seed})"
+    if args.hf:
+        try:
+            from sinks_jax import hf
+        except ImportError as e:
+            raise RuntimeError(f"--hf needs sinks_jax.hf, which could not be imported ({e}).") from e
+        model, tok = hf.load(args.hf)
+        return model, _WrappedTokenizer(tok), f"hf:{os.path.abspath(args.hf)}"
+    try:
+        from sinks_jax.train import checkpoint
+    except ImportError as e:
+        raise RuntimeError(f"--workdir needs sinks_jax.train.checkpoint, which could not be "
+                           f"imported ({e}).") from e
+    if not os.path.isdir(args.workdir):
+        raise FileNotFoundError(f"--workdir {args.workdir!r}: no such folder.")
+    model, info = checkpoint.load_model(args.workdir)
+    spec = _tokenizer_spec(info) or args.tokenizer
+    return model, load_tokenizer(spec), f"workdir:{os.path.abspath(args.workdir)}"
+
+
+def _tokenizer_spec(info: Any) -> str | None:
+    """The tokenizer a training config names (`data.tokenizer`), if any."""
+    try:
+        return str(info["data"]["tokenizer"])
+    except (KeyError, TypeError, IndexError):
+        data = getattr(info, "data", None)
+        return getattr(data, "tokenizer", None)
+
+
+def with_backend(model: Transformer, backend: str) -> Transformer:
+    """The same parameters under another attention backend (e.g. "xla" for full maps)."""
+    cfg = model.config
+    if cfg.attention == backend:
+        return model
+    abstract = nnx.eval_shape(lambda: Transformer(cfg.replace(attention=backend),
+                                                  rngs=nnx.Rngs(0)))
+    graphdef, _ = nnx.split(abstract)
+    return nnx.merge(graphdef, nnx.state(model))
+
+
+def _layer_scan(model: Transformer, fn, x_BxTxD, positions_BxT):
+    """Scans `fn(layer, x, positions, inv_freq) -> (x_next, out)` over the stacked layers."""
+    cfg = model.config
+    inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
+    graphdef, layer_state = nnx.split(model.layers)
+
+    def step(x, state):
+        return fn(nnx.merge(graphdef, state), x, positions_BxT, inv_freq)
+
+    return jax.lax.scan(step, x_BxTxD, layer_state)
+
+
+def residual_stream_fn(model: Transformer):
+    """`(forward_fn, params)`: `forward_fn(params, emb_BxTxD) -> hidden [L+1, B, T, D]`.
+
+    Differentiable in the embeddings (the model's own `hidden` statistic is stop-gradient).
+    """
+    graphdef, params = nnx.split(model)
+
+    def forward_fn(params, emb_BxTxD):
+        m = nnx.merge(graphdef, params)
+        B, T = emb_BxTxD.shape[:2]
+        positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        sink_idx = jnp.zeros((B, T), jnp.int32)
+
+        def layer_fn(layer, x, pos, inv_freq):
+            y, _ = layer(x, pos, None, sink_idx, inv_freq, frozenset())
+            return y, y
+
+        _, hs = _layer_scan(m, layer_fn, emb_BxTxD, positions)
+        return jnp.concatenate([emb_BxTxD[None], hs], axis=0)
+
+    return forward_fn, params
+
+
+def received_attention_model(model: Transformer, hidden_Lp1xBxTxD: jax.Array,
+                             valid_BxT: jax.Array) -> jax.Array:
+    """`[L, B, H, T]` attention each key receives from the valid queries, layer by layer.
+
+    Recomputes every layer's q, k, v from its input (`hidden[l]`) and takes one VJP through
+    the model's own attention backend, so no T x T map is built on fused backends.
+    """
+    cfg = model.config
+    B, T = valid_BxT.shape
+    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_size ** -0.5
+    attend = functools.partial(attention_lib.attention, backend=cfg.attention, scale=scale,
+                               global_first_key=cfg.global_first_key, block_size=cfg.block_size)
+    inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
+    graphdef, layer_state = nnx.split(model.layers)
+
+    def per_layer(args):
+        x_BxTxD, state = args
+        q, k, v = nnx.merge(graphdef, state).qkv(x_BxTxD, positions, inv_freq)
+        return analysis.received_attention_from_qkv(q, k, v, attend, valid_BxT)
+
+    return jax.lax.map(per_layer, (hidden_Lp1xBxTxD[:-1], layer_state))
+
+
+# --------------------------------------------------------------------------- measurements
+
+def batch_statistics(model: Transformer, tokens_BxT: jax.Array, valid_BxT: jax.Array
+                     ) -> dict[str, jax.Array]:
+    """Per-sequence sink and value statistics of one batch (padding excluded)."""
+    cfg = model.config
+    collect = ["sink_attn", "hidden", "value_norms"] + (["attn_probs"] if cfg.attention == "xla"
+                                                        else [])
+    _, aux = model(tokens_BxT, collect=tuple(collect))
+    n_B = jnp.sum(valid_BxT, axis=1)
+    w = valid_BxT[None, :, None, :]
+    out = {
+        # alpha_0 over the real queries: sum_i valid[i] A[i, 0] / n.
+        "scores_LxBxH": jnp.sum(aux["sink_attn"] * w, -1) / n_B[None, :, None],
+        "sink_vn_LxBxH": aux["value_norms"][..., 0],
+        "rest_vn_LxBxH": jnp.sum(aux["value_norms"][..., 1:] * w[..., 1:], -1)
+        / jnp.maximum(n_B - 1, 1)[None, :, None],
+    }
+    received = received_attention_model(model, aux["hidden"], valid_BxT)
+    seen_by_T = jnp.maximum(n_B[:, None] - jnp.arange(tokens_BxT.shape[1])[None], 1)
+    out["alpha_LxBxHxT"] = received * valid_BxT[None, :, None, :] / seen_by_T[None, :, None, :]
+    out["rank_collapse_Lp1xB"] = analysis.rank_collapse(aux["hidden"])
+    out["repr_collapse_Lp1xB"] = analysis.representational_collapse(aux["hidden"])
+    if "attn_probs" in aux:
+        ent = analysis.attention_entropy(aux["attn_probs"])
+        out["entropy_LxBxH"] = jnp.sum(ent * w, -1) / n_B[None, :, None]
+    return out
+
+
+def sink_report(model: Transformer, tokens_NxT: np.ndarray, valid_NxT: np.ndarray,
+                eps_values: Sequence[float], batch_size: int, desc: str) -> dict[str, Any]:
+    """Sink rates, scores, received attention, value norms and collapse over all sequences."""
+    stats_fn = nnx.jit(batch_statistics)
+    parts: list[dict[str, np.ndarray]] = []
+    N = tokens_NxT.shape[0]
+    for start in tqdm(range(0, N, batch_size), desc=desc, unit="batch", leave=False):
+        tok, val = tokens_NxT[start:start + batch_size], valid_NxT[start:start + batch_size]
+        pad = batch_size - tok.shape[0]  # pad the last batch to keep one compiled shape
+        if pad:
+            tok = np.concatenate([tok, np.repeat(tok[:1], pad, 0)])
+            val = np.concatenate([val, np.repeat(val[:1], pad, 0)])
+        res = jax.device_get(stats_fn(model, jnp.asarray(tok), jnp.asarray(val)))
+        keep = batch_size - pad
+        parts.append({k: np.take(v, range(keep), axis=1) for k, v in res.items()})
+    cat = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+    scores = cat["scores_LxBxH"]
+    full = valid_NxT.all(axis=1)  # collapse measures only on unpadded sequences
+    out: dict[str, Any] = {
+        "num_sequences": int(N),
+        "sink_rate_percent": {f"{e:g}": 100 * float(analysis.sink_rate(scores, e))
+                              for e in eps_values},
+        "sink_rate_per_layer_percent": {
+            f"{e:g}": (100 * np.asarray(analysis.sink_rate_per_layer(scores, e))).tolist()
+            for e in eps_values},
+        "sink_rate_per_head_percent": {
+            f"{e:g}": (100 * np.asarray(analysis.sink_rate_per_head(scores, e))).tolist()
+            for e in eps_values},
+        "sink_score_mean_LxH": scores.mean(axis=1).tolist(),
+        "sink_score_per_sequence_LxNxH": scores.tolist(),
+        "received_alpha_mean_LxHxT": cat["alpha_LxBxHxT"].mean(axis=1).tolist(),
+        "received_alpha_mean_T": cat["alpha_LxBxHxT"].mean(axis=(0, 1, 2)).tolist(),
+        # alpha_0 two ways: sink column from the LSE vs the VJP through the backend.
+        "received_vs_column_max_abs_diff": float(
+            np.abs(cat["alpha_LxBxHxT"][..., 0] - scores).max()),
+        "value_norm_sink_LxH": cat["sink_vn_LxBxH"].mean(axis=1).tolist(),
+        "value_norm_rest_LxH": cat["rest_vn_LxBxH"].mean(axis=1).tolist(),
+        "rank_collapse_Lp1": (cat["rank_collapse_Lp1xB"][:, full].mean(axis=1).tolist()
+                              if full.any() else None),
+        "representational_collapse_Lp1": (cat["repr_collapse_Lp1xB"][:, full].mean(axis=1)
+                                          .tolist() if full.any() else None),
+    }
+    if "entropy_LxBxH" in cat:
+        out["attention_entropy_nats_LxH"] = cat["entropy_LxBxH"].mean(axis=1).tolist()
+    return out
+
+
+def choose_swap(tok: Any, text: str, swap: str | None) -> tuple[str, str, list[int], list[int]]:
+    """`(old, new, tokens, swapped_tokens)` with equal tokenised lengths."""
+    if swap:
+        if "=" not in swap:
+            raise ValueError(f"--swap {swap!r}: write OLD=NEW, e.g. --swap greatest=best.")
+        old, new = swap.split("=", 1)
+        candidates = [new]
+    else:
+        old, candidates = builtin_prompts.SWAP_WORD, list(builtin_prompts.SWAP_CANDIDATES)
+    if old not in text:
+        raise ValueError(f"--swap: word {old!r} does not occur in the perturbation prompt.")
+    base = tok.encode(text)
+    lengths = {}
+    for new in candidates:
+        swapped = tok.encode(text.replace(old, new, 1))
+        if len(swapped) == len(base) and swapped != base:
+            return old, new, base, swapped
+        lengths[new] = len(swapped)
+    raise ValueError(f"--swap: no replacement for {old!r} keeps the tokenised length "
+                     f"{len(base)} (got {lengths}); pass --swap {old}=WORD with a word of the "
+                     "same token count.")
+
+
+def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dict[str, Any]:
+    """Perturbation spread with and without `<bos>`, Jacobian sensitivity and path bound."""
+    text = args.spread_prompt or builtin_prompts.SHAKESPEARE
+    old, new, base, swapped = choose_swap(tok, text, args.swap)
+    n = min(args.spread_len, len(base))
+    base, swapped = base[:n], swapped[:n]
+    changed = [i for i in range(n) if base[i] != swapped[i]]
+    if not changed:
+        raise ValueError(f"--spread-len {args.spread_len}: the swapped word lies beyond the "
+                         f"first {n} tokens; raise --spread-len.")
+    pos = changed[0]
+    hidden_fn = nnx.jit(lambda m, t: m(t, collect=("hidden",))[1]["hidden"])
+
+    def divergence(prefix):
+        a = jnp.asarray([prefix + base], jnp.int32)
+        b = jnp.asarray([prefix + swapped], jnp.int32)
+        div = analysis.perturbation_divergence(hidden_fn(model, a), hidden_fn(model, b))
+        return np.asarray(analysis.drop_prefix(div[:, 0], len(prefix)))
+
+    out: dict[str, Any] = {
+        "prompt": text, "old": old, "new": new, "num_text_tokens": n,
+        "swap_position": pos, "changed_positions": changed,
+        "divergence_without_bos_Lp1xT": divergence([]).tolist(),
+    }
+    if bos_id is not None:
+        out["divergence_with_bos_Lp1xT"] = divergence([bos_id]).tolist()
+
+    # Jacobian sensitivity of the last token to every source, and the path bound beside it.
+    seq = ([bos_id] if bos_id is not None else []) + base
+    tokens = jnp.asarray([seq], jnp.int32)
+    forward_fn, params = residual_stream_fn(model)
+    emb = hidden_fn(model, tokens)[0, 0]  # [T, D]
+    target = len(seq) - 1
+    layers = None if args.jacobian_layers == "all" else [-1]
+    sens = jax.jit(functools.partial(analysis.jacobian_sensitivity, forward_fn,
+                                     layers=layers, chunk_size=args.jacobian_chunk),
+                   static_argnums=())(params, emb, target)
+    xla_model = with_backend(model, "xla")
+    probs = nnx.jit(lambda m, t: m(t, collect=("attn_probs",))[1]["attn_probs"])(xla_model,
+                                                                                 tokens)
+    bound = analysis.path_bound(probs)[0, target]
+    out["jacobian"] = {
+        "sequence": "with_bos" if bos_id is not None else "text_only",
+        "target": target,
+        "layers": "all (0 = embeddings)" if layers is None else "last",
+        "sensitivity_NxT": np.asarray(sens).tolist(),
+        "path_bound_T": np.asarray(bound).tolist(),
+    }
+    out["token_labels"] = [tok.decode([t]) for t in base]
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+def _caption(settings: dict[str, Any]) -> str:
+    keys = ("model", "seq_len", "num_sequences", "short", "eps")
+    return "  ".join(f"{k}={settings[k]}" for k in keys if k in settings)
+
+
+def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
+    """Draws the report's figures; returns their paths."""
+    cap = _caption(report["settings"])
+    main_key = "with_bos" if "with_bos" in report["sinks"] else "text_only"
+    sinks = report["sinks"][main_key]
+    paths = [
+        plots.sink_score_heatmap(np.asarray(sinks["sink_score_mean_LxH"]),
+                                 os.path.join(out_dir, "sink_scores.png"), caption=cap,
+                                 title=f"Sink score alpha_0 ({main_key}, mean over prompts)"),
+        plots.sink_rate_per_layer(
+            {float(e): np.asarray(r) / 100 for e, r in sinks["sink_rate_per_layer_percent"].items()},
+            os.path.join(out_dir, "sink_rate_per_layer.png"), caption=cap,
+            title=f"Sink rate per layer ({main_key})"),
+        plots.value_norms_sink_vs_rest(
+            np.asarray(sinks["value_norm_sink_LxH"]), np.asarray(sinks["value_norm_rest_LxH"]),
+            np.asarray(sinks["sink_score_mean_LxH"]), os.path.join(out_dir, "value_norms.png"),
+            caption=cap),
+    ]
+    spread = report["spread"]
+    without = np.asarray(spread["divergence_without_bos_Lp1xT"])
+    with_bos = np.asarray(spread.get("divergence_with_bos_Lp1xT", np.zeros_like(without)))
+    spread_cap = cap + f"  swap '{spread['old']}'->'{spread['new']}' at token {spread['swap_position']}"
+    paths.append(plots.spread_heatmaps(with_bos, without, os.path.join(out_dir, "spread.png"),
+                                       swap_position=spread["swap_position"],
+                                       token_labels=spread["token_labels"], caption=spread_cap))
+    jac = spread["jacobian"]
+    paths.append(plots.sensitivity_vs_bound(
+        np.asarray(jac["sensitivity_NxT"])[-1], np.asarray(jac["path_bound_T"]), jac["target"],
+        os.path.join(out_dir, "jacobian_vs_path_bound.png"),
+        caption=cap + f"  sequence={jac['sequence']}"))
+    return paths
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.seq_len < 2:
+        raise ValueError(f"--seq-len {args.seq_len}: need at least 2 tokens.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: must be at least 1.")
+    t0 = time.time()
+    model, tok, model_desc = load_model(args)
+    cfg = model.config
+    bos_id = None if args.no_bos else getattr(tok, "bos_id", None)
+    texts = load_prompts(args.prompts)
+    token_lists = [tok.encode(t) for t in texts]
+    max_id = max((max(t) for t in token_lists if t), default=-1)
+    if max_id >= cfg.vocab_size or (bos_id is not None and bos_id >= cfg.vocab_size):
+        raise ValueError(f"tokenizer/model mismatch: token id {max(max_id, bos_id or 0)} >= "
+                         f"model vocab_size {cfg.vocab_size}; pass the tokenizer the model was "
+                         f"trained with (--tokenizer, now {args.tokenizer!r}).")
+
+    layouts = {"text_only": None} if bos_id is None else {"with_bos": bos_id, "text_only": None}
+    settings = {
+        "model": model_desc, "model_config": cfg.to_dict(), "seq_len": args.seq_len,
+        "eps": list(args.eps), "batch_size": args.batch_size, "short": args.short,
+        "tokenizer": args.tokenizer if not args.hf else "hf", "bos_id": bos_id,
+        "prompts": args.prompts or "built-in", "num_prompts": len(texts),
+        "layouts": {"with_bos": "<bos> + first T-1 prompt tokens",
+                    "text_only": "first T prompt tokens"},
+        "jax_version": jax.__version__, "backend": jax.default_backend(),
+    }
+    report: dict[str, Any] = {"settings": settings, "sinks": {}}
+    for name, prefix in tqdm(layouts.items(), desc="sinks", unit="layout"):
+        tokens, valid, kept = make_sequences(token_lists, args.seq_len, bos_id=prefix,
+                                             pad_id=getattr(tok, "pad_id", 0) or 0,
+                                             short=args.short)
+        if not kept:
+            lengths = sorted(len(t) for t in token_lists)
+            raise ValueError(f"all {len(texts)} prompts are shorter than --seq-len "
+                             f"{args.seq_len} tokens (lengths {lengths[:5]}...{lengths[-1]}); "
+                             "use --short pad or a smaller --seq-len.")
+        res = sink_report(model, tokens, valid, args.eps, args.batch_size, desc=name)
+        res["kept_prompt_indices"] = kept
+        report["sinks"][name] = res
+    settings["num_sequences"] = report["sinks"]["text_only"]["num_sequences"]
+    report["spread"] = spread_report(model, tok, bos_id, args)
+    os.makedirs(args.out, exist_ok=True)
+    report["figures"] = [os.path.basename(p) for p in write_figures(report, args.out)]
+    settings["seconds"] = round(time.time() - t0, 2)
+    with open(os.path.join(args.out, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"sinks-jax analyze: error: {e}", file=sys.stderr)
+        return 2
+    for name, res in report["sinks"].items():
+        rates = ", ".join(f"eps={e}: {r:.2f}%" for e, r in res["sink_rate_percent"].items())
+        print(f"{name:>9}: {res['num_sequences']} sequences, sink rate {rates}")
+    print(f"wrote {os.path.join(args.out, 'report.json')} and {len(report['figures'])} figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

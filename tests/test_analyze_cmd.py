@@ -1,0 +1,127 @@
+"""`sinks-jax analyze` end to end on a tiny random model, and its model-level helpers."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sinks_jax import analyze
+from sinks_jax.analysis import prompts
+from sinks_jax.model import ModelConfig, Transformer
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_model(attention="xla", seed=0):
+    cfg = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                      d_ff=64, attention=attention)
+    return Transformer(cfg, rngs=nnx.Rngs(seed))
+
+
+def test_analyze_end_to_end(tmp_path):
+    prompt_file = tmp_path / "p.jsonl"
+    lines = [{"text": prompts.DEFAULT_PROMPTS[i]} for i in range(3)] + [{"text": "short"}]
+    prompt_file.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    out = tmp_path / "report"
+    rc = analyze.main(["--init-tiny", "--prompts", str(prompt_file), "--seq-len", "24",
+                       "--batch-size", "2", "--spread-len", "100", "--out", str(out),
+                       "--jacobian-layers", "all", "--jacobian-chunk", "16"])
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    L, H, T = 2, 4, 24
+    assert report["settings"]["seq_len"] == T and report["settings"]["short"] == "skip"
+    for layout in ("with_bos", "text_only"):
+        s = report["sinks"][layout]
+        assert s["num_sequences"] == 3 and s["kept_prompt_indices"] == [0, 1, 2]
+        assert set(s["sink_rate_percent"]) == {"0.3", "0.8"}
+        assert np.asarray(s["sink_score_mean_LxH"]).shape == (L, H)
+        assert np.asarray(s["sink_score_per_sequence_LxNxH"]).shape == (L, 3, H)
+        assert np.asarray(s["received_alpha_mean_LxHxT"]).shape == (L, H, T)
+        assert np.asarray(s["rank_collapse_Lp1"]).shape == (L + 1,)
+        assert np.asarray(s["attention_entropy_nats_LxH"]).shape == (L, H)
+        assert s["received_vs_column_max_abs_diff"] < 1e-5
+    spread = report["spread"]
+    pos, n = spread["swap_position"], spread["num_text_tokens"]
+    assert n == 100
+    for key in ("divergence_with_bos_Lp1xT", "divergence_without_bos_Lp1xT"):
+        div = np.asarray(spread[key])
+        assert div.shape == (L + 1, n)
+        assert (div[:, :pos] == 0).all() and (div[:, pos] > 0).all()
+    jac = spread["jacobian"]
+    sens = np.asarray(jac["sensitivity_NxT"])
+    assert sens.shape == (L + 1, n + 1) and jac["target"] == n
+    assert np.asarray(jac["path_bound_T"]).shape == (n + 1,)
+    assert sens[0, -1] == pytest.approx(np.sqrt(32), rel=1e-5)  # identity at layer 0
+    assert len(report["figures"]) == 5
+    import matplotlib.image
+    for name in report["figures"]:
+        data = (out / name).read_bytes()
+        assert data[:8] == PNG_MAGIC, name
+        img = matplotlib.image.imread(out / name)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_analyze_errors(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    assert analyze.main(["--init-tiny", "--prompts", str(empty), "--out", str(tmp_path)]) == 2
+    assert "holds no prompts" in capsys.readouterr().err
+    short = tmp_path / "short.txt"
+    short.write_text("tiny\nalso tiny\n")
+    assert analyze.main(["--init-tiny", "--prompts", str(short), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "shorter than --seq-len 64" in err and "--short pad" in err
+    assert analyze.main(["--init-tiny", "--prompts", str(tmp_path / "nope.txt"),
+                         "--out", str(tmp_path)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert analyze.main(["--init-tiny", "--swap", "greatest", "--out", str(tmp_path)]) == 2
+    assert "OLD=NEW" in capsys.readouterr().err
+
+
+def test_padding_is_excluded_from_sink_scores():
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    lists = [list(rng.integers(3, 259, size=n)) for n in (12, 7)]
+    tokens, valid, kept = analyze.make_sequences(lists, 12, bos_id=1, pad_id=0, short="pad")
+    assert kept == [0, 1] and valid[1].sum() == 8 and tokens[1, 0] == 1 and tokens[1, 8] == 0
+    stats = analyze.batch_statistics(model, jnp.asarray(tokens), jnp.asarray(valid))
+    for b, n in ((0, 12), (1, 8)):
+        # Reference: the unpadded sequence alone, Gu's alpha_0 over its n queries (numpy).
+        _, aux = model(jnp.asarray(tokens[b:b + 1, :n]), collect=("attn_probs",))
+        probs = np.asarray(aux["attn_probs"], np.float64)[:, 0]  # [L, H, n, n]
+        want = probs[..., :, 0].mean(-1)
+        np.testing.assert_allclose(np.asarray(stats["scores_LxBxH"])[:, b], want, rtol=1e-5)
+        want_alpha = probs.sum(-2) / (n - np.arange(n))
+        np.testing.assert_allclose(np.asarray(stats["alpha_LxBxHxT"])[:, b, :, :n], want_alpha,
+                                   rtol=1e-4, atol=1e-6)
+    _, _, kept = analyze.make_sequences(lists, 12, bos_id=1, pad_id=0, short="skip")
+    assert kept == [0]
+
+
+@pytest.mark.parametrize("backend", ["xla", "blockwise"])
+def test_received_attention_model_matches_column_sums(backend):
+    model = tiny_model(attention=backend, seed=1)
+    tokens = jnp.asarray(np.random.default_rng(1).integers(3, 259, size=(2, 16)), jnp.int32)
+    valid = jnp.ones((2, 16), jnp.float32)
+    _, aux = model(tokens, collect=("hidden",))
+    got = analyze.received_attention_model(model, aux["hidden"], valid)
+    _, aux_x = analyze.with_backend(model, "xla")(tokens, collect=("attn_probs",))
+    want = np.asarray(aux_x["attn_probs"], np.float64).sum(-2)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_residual_stream_fn_is_differentiable_and_matches_model():
+    model = tiny_model(seed=2)
+    tokens = jnp.asarray([[5, 9, 200, 31, 77, 4]], jnp.int32)
+    _, aux = model(tokens, collect=("hidden",))
+    forward_fn, params = analyze.residual_stream_fn(model)
+    hidden = forward_fn(params, aux["hidden"][0])
+    np.testing.assert_allclose(np.asarray(hidden), np.asarray(aux["hidden"]), rtol=1e-5,
+                               atol=1e-6)
+    grad = jax.grad(lambda e: forward_fn(params, e)[-1, 0, 3].sum())(aux["hidden"][0])
+    g = np.abs(np.asarray(grad[0])).sum(-1)
+    assert (g[:4] > 0).all() and (g[4:] == 0).all()
