@@ -210,3 +210,12 @@ def test_compile_time_does_not_grow_with_depth():
     compile_seconds(2)  # warm up tracing caches
     shallow, deep = compile_seconds(2), compile_seconds(48)
     assert deep < 3 * shallow + 1.0, (shallow, deep)
+
+
+@pytest.mark.parametrize("backend", ["xla", "blockwise"])
+def test_received_attention_equals_column_sums(backend):
+    tok = tokens()
+    seg = jnp.array([[1] * 5 + [2] * 11, [1] * 16])
+    _, ref = make()(tok, seg, collect=("attn_probs",))
+    _, aux = make(attention=backend, block_size=4)(tok, seg, collect=("received_attn",))
+    np.testing.assert_allclose(aux["received_attn"], ref["attn_probs"].sum(axis=3), atol=1e-5)

@@ -3,15 +3,15 @@
 Every backend returns the attention output and the natural-log log-sum-exp (LSE) of the scaled
 scores per query. With the LSE, any single attention weight is recovered exactly in O(d):
 
-        A[i, j] = exp(scale * q_i . k_j - lse_i)
+    A[i, j] = exp(scale * q_i . k_j - lse_i)
 
 so the attention each query pays to its sink key costs O(T d) per head, never O(T^2).
 
 Backends:
-    xla        explicit fp32 softmax; the reference and the only one that returns full maps.
-    blockwise  pure-JAX flash-style attention with a custom VJP (sinks_jax.model.blockwise).
-    cudnn      jax.nn.dot_product_attention(implementation="cudnn"), GPU; causal, no segments.
-    pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention).
+  xla        explicit fp32 softmax; the reference and the only one that returns full maps.
+  blockwise  pure-JAX flash-style attention with a custom VJP (sinks_jax.model.blockwise).
+  cudnn      jax.nn.dot_product_attention(implementation="cudnn"), GPU; causal, no segments.
+  pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention).
 
 On TPU use `blockwise` (a splash-kernel backend is not wired in this version).
 

@@ -1,10 +1,10 @@
 """Fused GPU attention kernels, each returning (out [B,T,H,D], natural-log LSE [B,H,T] f32).
 
 The kernels' own LSE conventions differ, and this module is where they are made uniform:
-    cudnn   jax.nn.dot_product_attention(return_residual=True): natural log of the *scaled*
-                    scores, [B, T, H], cast to the output dtype by JAX (bf16 when computing in bf16).
-    pallas  jax.experimental.pallas.ops.gpu.attention: base-2 LSE of the scaled scores, f32,
-                    [B, H, T]; multiplied by ln 2 here.
+  cudnn   natural log of the *scaled* scores, float32 [B, H, T] from the cuDNN layer (the public
+          jax.nn.dot_product_attention casts it to the output dtype and transposes it).
+  pallas  jax.experimental.pallas.ops.gpu.attention: base-2 LSE of the scaled scores, float32
+          [B, H, T]; multiplied by ln 2 here.
 """
 
 from __future__ import annotations
@@ -30,16 +30,30 @@ def cudnn_attention(
             f"attention='cudnn' needs bfloat16 or float16 inputs, got "
             f"{q_BxTxHxD.dtype}; set dtype='bfloat16' or use attention='xla'."
         )
-    out, lse_BxTxH = jax.nn.dot_product_attention(
-        q_BxTxHxD,
-        k_BxTxKxD,
-        v_BxTxKxD,
-        scale=scale,
-        is_causal=True,
-        implementation="cudnn",
-        return_residual=True,
-    )
-    return out, jax.lax.stop_gradient(lse_BxTxH.astype(jnp.float32).transpose(0, 2, 1))
+    out, lse_BxHxT = _cudnn_with_f32_lse(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale)
+    return out, jax.lax.stop_gradient(lse_BxHxT.astype(jnp.float32))
+
+
+def _cudnn_with_f32_lse(q, k, v, scale):
+    """cuDNN call keeping the kernel's float32 LSE [B, H, T].
+
+    The public jax.nn.dot_product_attention casts the LSE to the output dtype (bf16: about 3
+    significant digits, so exp(s - lse) would be off by up to ~2%). The cuDNN layer beneath
+    it returns the float32 statistic; where that private layer is unavailable, fall back to
+    the public function.
+    """
+    try:
+        from jax._src.cudnn import fused_attention_stablehlo as cudnn_lib
+
+        out, lse_BxHxT = cudnn_lib.dot_product_attention(
+            q, k, v, scale=scale, mask_type=cudnn_lib.MaskType.CAUSAL, return_residual=True
+        )
+        return out, lse_BxHxT
+    except (ImportError, AttributeError, TypeError):
+        out, lse_BxTxH = jax.nn.dot_product_attention(
+            q, k, v, scale=scale, is_causal=True, implementation="cudnn", return_residual=True
+        )
+        return out, lse_BxTxH.transpose(0, 2, 1)
 
 
 def _pallas_module():

@@ -1,6 +1,6 @@
 """The decoder: a LLaMA-style Flax NNX transformer whose forward pass returns sink statistics.
 
-        logits_BxTxV, aux = model(tokens_BxT, segment_ids=None, positions=None, collect=())
+    logits_BxTxV, aux = model(tokens_BxT, segment_ids=None, positions=None, collect=())
 
 Layers are built once with `nnx.vmap` (parameters stacked on a leading layer axis) and applied
 with `jax.lax.scan`, so compile time does not grow with depth. `collect` names the statistics
@@ -9,9 +9,11 @@ to return in `aux` (all under stop_gradient; none of them changes the logits):
     "attn_probs"   [L, B, H, T, T]  full maps (attention="xla" only)
     "sink_attn"    [L, B, H, T]     attention of each query to its sink key, from the LSE
     "lse"          [L, B, H, T]     natural-log log-sum-exp of the scaled scores
-    "hidden"       [L+1, B, T, D]   residual stream: embeddings, then after each layer (the last
-                                                                    entry is before the final norm)
+    "hidden"       [L+1, B, T, D]   residual stream: embeddings, then after each layer (the
+                                    last entry is before the final norm)
     "value_norms"  [L, B, H, T]     ||W_V x_j (+ b_V)|| of every key j, per query head
+    "received_attn" [L, B, H, T]    attention every key receives, sum_i A[i, k], from one
+                                    backward pass of the backend w.r.t. V (never T x T)
 
 With collect=() the scan carries nothing extra, so the forward pass does no extra work.
 """
@@ -27,7 +29,7 @@ from flax import nnx
 from sinks_jax.model import attention as attention_lib
 from sinks_jax.model.config import ModelConfig
 
-COLLECTABLE = ("attn_probs", "sink_attn", "lse", "hidden", "value_norms")
+COLLECTABLE = ("attn_probs", "sink_attn", "lse", "hidden", "value_norms", "received_attn")
 
 
 def _init(rngs: nnx.Rngs, shape, std, dtype) -> nnx.Param:
@@ -200,9 +202,36 @@ class Block(nnx.Module):
             stats["value_norms"] = jnp.repeat(
                 vn_BxTxK, cfg.num_heads // cfg.kv_heads, axis=2
             ).transpose(0, 2, 1)
+        if "received_attn" in collect:
+            stats["received_attn"] = self._received_attention(q, k, v, segment_ids_BxT, scale)
         if "hidden" in collect:
             stats["hidden"] = x_BxTxD
         return x_BxTxD, jax.lax.stop_gradient(stats)
+
+    def _received_attention(self, q, k, v, segment_ids_BxT, scale):
+        """[B, H, T] sum over queries of A[i, k]: the VJP w.r.t. V of the output under ones.
+
+        K/V are broadcast to the query heads first, so the gradient is per query head.
+        """
+        cfg = self.cfg
+        group = cfg.num_heads // cfg.kv_heads
+        k_h, v_h = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+
+        def out_of_values(values):
+            return attention_lib.attention(
+                q,
+                k_h,
+                values,
+                backend=cfg.attention,
+                segment_ids=segment_ids_BxT,
+                global_first_key=cfg.global_first_key,
+                scale=scale,
+                block_size=cfg.block_size,
+            ).out_BxTxHxD
+
+        _, vjp = jax.vjp(out_of_values, v_h)
+        (dv_BxTxHxD,) = vjp(jnp.ones_like(q))
+        return dv_BxTxHxD.astype(jnp.float32).mean(-1).transpose(0, 2, 1)
 
 
 class Transformer(nnx.Module):
