@@ -115,9 +115,16 @@ def train_step(
     (g_sum, l_sum, c_sum), stats_K = jax.lax.scan(micro_step, init, batch_KxBxT)
     count = jnp.maximum(c_sum, 1.0)
     grads = jax.tree.map(lambda g: g / count, g_sum)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    metrics = {"loss": l_sum / count, "grad_norm": optax.global_norm(grads), "loss_tokens": c_sum}
+    loss, grad_norm = l_sum / count, optax.global_norm(grads)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    # A non-finite loss or gradient leaves the state untouched, so that the loop can save the
+    # last good state (the inputs are donated: they would be lost otherwise) and stop.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    params = jax.tree.map(keep, new_params, params)
+    opt_state = jax.tree.map(keep, new_opt_state, opt_state)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": c_sum, "finite": finite}
     metrics.update(jax.tree.map(lambda x: x.mean(axis=0), stats_K))
     return params, opt_state, metrics
 

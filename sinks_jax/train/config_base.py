@@ -1,0 +1,79 @@
+"""The base training config: every key a training config has, with its default and meaning.
+
+Config files in `configs/` start from `base_config()` and change what their experiment needs;
+`--config.key=value` overrides any of these keys on the command line.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # parameter init and data sampling/shuffling seed.
+    c.num_steps = 1000  # optimizer steps.
+    c.seq_len = 256  # training context length T (tokens per row).
+    c.tokens_per_step = 2**16  # tokens per optimizer step, held constant across seq_len.
+    c.micro_batch_size = 64  # rows per micro-batch, global across devices (grad accumulation).
+
+    m = c.model = ml_collections.ConfigDict()  # sinks_jax.model.ModelConfig fields.
+    m.vocab_size = 259  # >= the tokenizer's vocabulary (byte tokenizer: 259).
+    m.num_layers = 2  # decoder layers (stacked and scanned).
+    m.d_model = 64  # residual width.
+    m.num_heads = 4  # query heads.
+    m.num_kv_heads = 4  # key/value heads (1 = multi-query, as the paper's 120M model).
+    m.d_ff = 256  # SwiGLU hidden width.
+    m.head_dim = placeholder(int)  # None: d_model // num_heads.
+    m.rope_theta = 10000.0  # RoPE base.
+    m.norm_eps = 1e-5  # RMSNorm epsilon.
+    m.tie_embeddings = False  # share input embedding and output head.
+    m.dtype = "float32"  # compute dtype ("bfloat16" on accelerators).
+    m.param_dtype = "float32"  # parameter (master weight) dtype.
+    m.attention = "blockwise"  # backend: xla | blockwise | cudnn | pallas.
+    m.remat = False  # recompute layers in the backward pass (saves memory).
+    m.global_first_key = False  # key 0 visible to every query under intra-doc masking.
+    m.sink_key = "window"  # sink statistics against key 0 ("window") or each doc's first key.
+    m.block_size = 512  # query/key block of the blockwise backend.
+    m.norm_type = "rms"  # rms | layer.
+    m.activation = "silu"  # MLP activation.
+    m.gated_mlp = True  # SwiGLU (gated) or a plain MLP.
+    m.position_type = "rope"  # rope | learned | none.
+    m.qkv_bias = False  # biases on q/k/v projections.
+    m.init_std = 0.02  # std of the normal initialiser.
+
+    d = c.data = ml_collections.ConfigDict()
+    d.source = "synthetic:bigram_backcopy"  # text:GLOB | synthetic:KIND | tfds:NAME | prepared:DIR.
+    d.tokenizer = "byte"  # byte | sp:PATH.model | hf:PATH/tokenizer.json.
+    d.packing = "concat_bos"  # none | concat | concat_bos | fixed_bos (PAPER.md section 3).
+    d.intra_doc = False  # attend only within the document (segment masking).
+    d.reset_positions = False  # positions restart at every document.
+
+    o = c.optim = ml_collections.ConfigDict()
+    o.lr = 4e-4  # peak learning rate (after warm-up).
+    o.min_lr = 4e-5  # cosine floor reached at num_steps.
+    o.warmup_steps = 100  # linear warm-up from 0.
+    o.b1 = 0.9  # Adam beta1.
+    o.b2 = 0.95  # Adam beta2.
+    o.eps = 1e-8  # Adam epsilon.
+    o.weight_decay = 0.1  # AdamW decay (matrices only; not norms/biases).
+    o.clip_norm = 1.0  # global gradient-norm clip (<= 0: off).
+
+    c.eval_every = 200  # steps between evaluations (and at the last step).
+    c.eval_batches = 4  # held-out micro-batches for the validation loss.
+    c.eval_sink_sequences = 32  # held-out documents for sink scores at T = eval_sink_len.
+    c.eval_sink_len = 64  # the literature's T for sink rates (Gu et al.; paper Table 1).
+    c.sink_stats_every = 50  # steps between in-step sink statistics at full context (0: off).
+    c.log_every = 10  # steps between metrics.jsonl / TensorBoard records.
+    c.checkpoint_every = 500  # steps between checkpoints (and at the last step).
+    c.keep_checkpoints = 3  # checkpoints kept (older ones deleted).
+    c.peak_flops_per_device = 0.0  # for MFU; 0 = look up the device kind (CPU: no MFU).
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # data-parallel axis size (-1: all remaining devices).
+    c.mesh.fsdp = 1  # FSDP axis size (parameters and optimizer state sharded).
+
+    c.sweep_key = ""  # dotted key that a config family varies (for reports), e.g. "seq_len".
+    c.train_all_variants = False  # `train` runs every variant of the file (the quickstart).
+    return c
