@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from sinks_jax import analysis, plots
 from sinks_jax.analysis import prompts as builtin_prompts
+from sinks_jax.data import tokenizers
 from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.model import attention as attention_lib
 from sinks_jax.model.transformer import rope_inverse_frequencies
@@ -54,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sink-rate thresholds (default 0.3 0.8)")
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     p.add_argument("--tokenizer", default="byte",
-                   help="'byte' (default), a SentencePiece .model, or a tokenizer.json; "
-                        "ignored with --hf (the checkpoint's tokenizer is used)")
+                   help="tokenizer spec: 'byte' (default), 'sp:PATH.model' or "
+                        "'hf:PATH/tokenizer.json'; with --workdir the run's own tokenizer is "
+                        "used, with --hf the checkpoint's")
     p.add_argument("--short", choices=("skip", "pad"), default="skip",
                    help="prompts shorter than T: skip them (default) or pad at the end")
     p.add_argument("--spread-len", type=int, default=128,
@@ -69,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hidden layers whose Jacobian is measured (default: last)")
     p.add_argument("--jacobian-chunk", type=int, default=64,
                    help="output directions per backward batch (lower it if memory is short)")
+    p.add_argument("--skip-jacobian", action="store_true",
+                   help="skip the Jacobian (D backward passes; slow on large models)")
     p.add_argument("--no-bos", action="store_true",
                    help="the tokenizer has no <bos>: analyse text only")
     p.add_argument("--out", required=True, help="output folder for report.json and figures")
@@ -78,61 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- tokenizers
 
-class ByteTokenizer:
-    """UTF-8 bytes shifted by 3: pad 0, `<bos>` 1, `<eos>` 2, byte b -> b + 3 (vocabulary 259)."""
+def load_tokenizer(spec: Any) -> Any:
+    """A tokenizer from its spec (`byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`).
 
-    pad_id, bos_id, eos_id, vocab_size = 0, 1, 2, 259
-
-    def encode(self, text: str) -> list[int]:
-        return [b + 3 for b in text.encode("utf-8")]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return bytes(i - 3 for i in ids if i >= 3).decode("utf-8", errors="replace")
-
-
-class _WrappedTokenizer:
-    """Adapts a tokenizer object with `encode` (ids list or `.ids`) and special-token ids."""
-
-    def __init__(self, tok: Any):
-        self.tok = tok
-        self.bos_id = _first_attr(tok, ("bos_id", "bos_token_id"))
-        self.pad_id = _first_attr(tok, ("pad_id", "pad_token_id")) or 0
-        self.vocab_size = _first_attr(tok, ("vocab_size",))
-
-    def encode(self, text: str) -> list[int]:
-        out = self.tok.encode(text)
-        ids = getattr(out, "ids", out)
-        return [int(i) for i in ids]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        try:
-            return str(self.tok.decode(list(ids)))
-        except Exception:  # decoding is only used for figure labels
-            return " ".join(map(str, ids))
-
-
-def _first_attr(obj: Any, names: Sequence[str]) -> Any:
-    for name in names:
-        value = getattr(obj, name, None)
-        value = value() if callable(value) else value
-        if value is not None and not (isinstance(value, int) and value < 0):
-            return value
-    return None
-
-
-def load_tokenizer(spec: str) -> Any:
-    """'byte', or a path understood by `sinks_jax.data.tokenizers.load_tokenizer`."""
-    if spec == "byte":
-        return ByteTokenizer()
-    if not os.path.exists(spec):
-        raise FileNotFoundError(f"--tokenizer {spec!r}: no such file; pass 'byte', a "
-                                "SentencePiece .model or a tokenizer.json.")
-    try:
-        from sinks_jax.data import tokenizers  # optional: only needed for non-byte tokenizers
-    except ImportError as e:
-        raise RuntimeError(f"--tokenizer {spec!r} needs sinks_jax.data.tokenizers ({e}); "
-                           "use --tokenizer byte.") from e
-    return _WrappedTokenizer(tokenizers.load_tokenizer(spec))
+    Any object with `encode(str) -> list[int]`, `decode`, `vocab_size`, `bos_id`, `pad_id`
+    (e.g. the one `sinks_jax.hf.load` returns) is passed through.
+    """
+    if not isinstance(spec, str):
+        return spec
+    return tokenizers.get_tokenizer(spec)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -191,9 +149,10 @@ def make_sequences(token_lists: Sequence[Sequence[int]], seq_len: int, *, bos_id
 def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str]:
     """`(model, tokenizer, description)` from --workdir, --hf or --init-tiny."""
     if args.init_tiny:
-        cfg = ModelConfig(vocab_size=ByteTokenizer.vocab_size, num_layers=2, d_model=32,
+        tok = load_tokenizer(args.tokenizer)
+        cfg = ModelConfig(vocab_size=tok.vocab_size, num_layers=2, d_model=32,
                           num_heads=4, num_kv_heads=2, d_ff=64, attention="xla")
-        return Transformer(cfg, rngs=nnx.Rngs(args.seed)), ByteTokenizer(), \
+        return Transformer(cfg, rngs=nnx.Rngs(args.seed)), tok, \
             f"tiny random init (seed {args.seed})"
     if args.hf:
         try:
@@ -201,7 +160,11 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str]:
         except ImportError as e:
             raise RuntimeError(f"--hf needs sinks_jax.hf, which could not be imported ({e}).") from e
         model, tok = hf.load(args.hf)
-        return model, _WrappedTokenizer(tok), f"hf:{os.path.abspath(args.hf)}"
+        if tok is None and args.tokenizer == "byte":
+            raise FileNotFoundError(f"--hf {args.hf!r}: no tokenizer.json in the folder; pass "
+                                    "the model's tokenizer with --tokenizer hf:PATH/tokenizer.json.")
+        tok = tok if tok is not None else load_tokenizer(args.tokenizer)
+        return model, load_tokenizer(tok), f"hf:{os.path.abspath(args.hf)}"
     try:
         from sinks_jax.train import checkpoint
     except ImportError as e:
@@ -419,6 +382,9 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
     if bos_id is not None:
         out["divergence_with_bos_Lp1xT"] = divergence([bos_id]).tolist()
 
+    out["token_labels"] = [tok.decode([t]) for t in base]
+    if args.skip_jacobian:
+        return out
     # Jacobian sensitivity of the last token to every source, and the path bound beside it.
     seq = ([bos_id] if bos_id is not None else []) + base
     tokens = jnp.asarray([seq], jnp.int32)
@@ -440,7 +406,6 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
         "sensitivity_NxT": np.asarray(sens).tolist(),
         "path_bound_T": np.asarray(bound).tolist(),
     }
-    out["token_labels"] = [tok.decode([t]) for t in base]
     return out
 
 
@@ -476,7 +441,9 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
     paths.append(plots.spread_heatmaps(with_bos, without, os.path.join(out_dir, "spread.png"),
                                        swap_position=spread["swap_position"],
                                        token_labels=spread["token_labels"], caption=spread_cap))
-    jac = spread["jacobian"]
+    jac = spread.get("jacobian")
+    if jac is None:
+        return paths
     paths.append(plots.sensitivity_vs_bound(
         np.asarray(jac["sensitivity_NxT"])[-1], np.asarray(jac["path_bound_T"]), jac["target"],
         os.path.join(out_dir, "jacobian_vs_path_bound.png"),
@@ -501,6 +468,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                          f"model vocab_size {cfg.vocab_size}; pass the tokenizer the model was "
                          f"trained with (--tokenizer, now {args.tokenizer!r}).")
 
+    choose_swap(tok, args.spread_prompt or builtin_prompts.SHAKESPEARE, args.swap)  # fail early
     layouts = {"text_only": None} if bos_id is None else {"with_bos": bos_id, "text_only": None}
     settings = {
         "model": model_desc, "model_config": cfg.to_dict(), "seq_len": args.seq_len,
@@ -514,7 +482,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"settings": settings, "sinks": {}}
     for name, prefix in tqdm(layouts.items(), desc="sinks", unit="layout"):
         tokens, valid, kept = make_sequences(token_lists, args.seq_len, bos_id=prefix,
-                                             pad_id=getattr(tok, "pad_id", 0) or 0,
+                                             pad_id=int(getattr(tok, "pad_id", 0) or 0),
                                              short=args.short)
         if not kept:
             lengths = sorted(len(t) for t in token_lists)

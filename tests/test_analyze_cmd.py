@@ -125,3 +125,28 @@ def test_residual_stream_fn_is_differentiable_and_matches_model():
     grad = jax.grad(lambda e: forward_fn(params, e)[-1, 0, 3].sum())(aux["hidden"][0])
     g = np.abs(np.asarray(grad[0])).sum(-1)
     assert (g[:4] > 0).all() and (g[4:] == 0).all()
+
+
+def test_analyze_reads_a_training_workdir(tmp_path):
+    checkpoint = pytest.importorskip("sinks_jax.train.checkpoint")
+    model = tiny_model(seed=3)
+    workdir = str(tmp_path / "run")
+    checkpoint.write_run_config(workdir, {"model": model.config.to_dict(),
+                                          "data": {"tokenizer": "byte"}})
+    ckpt = checkpoint.Checkpointer(workdir, async_save=False)
+    ckpt.save(5, nnx.to_pure_dict(nnx.state(model)), {"count": jnp.zeros((), jnp.int32)},
+              {"step": 5}, force=True)
+    ckpt.close()
+    out = tmp_path / "report"
+    assert analyze.main(["--workdir", workdir, "--seq-len", "16", "--batch-size", "4",
+                         "--spread-len", "100", "--skip-jacobian", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["model"].startswith("workdir:")
+    assert "jacobian" not in report["spread"] and len(report["figures"]) == 4
+    # The restored weights are the saved ones: sink scores equal a direct numpy computation.
+    toks = analyze.load_tokenizer("byte")
+    row = [toks.bos_id] + toks.encode(prompts.DEFAULT_PROMPTS[0])[:15]
+    _, aux = model(jnp.asarray([row], jnp.int32), collect=("attn_probs",))
+    want = np.asarray(aux["attn_probs"], np.float64)[:, 0, :, :, 0].mean(-1)
+    got = np.asarray(report["sinks"]["with_bos"]["sink_score_per_sequence_LxNxH"])[:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
