@@ -77,3 +77,69 @@ def base_config() -> ml_collections.ConfigDict:
     c.sweep_key = ""  # dotted key that a config family varies (for reports), e.g. "seq_len".
     c.train_all_variants = False  # `train` runs every variant of the file (the quickstart).
     return c
+
+
+# Model and batch presets shared by the experiment families (configs/*.py).
+#   paper: the reconstructed 120M LLaMA-style model and recipe of PAPER.md section 3.
+#   small: a ~20M byte-level model for minutes on one GPU.
+#   tiny:  a CPU smoke-test size (seconds).
+SIZES = {
+    "paper": dict(
+        model=dict(vocab_size=32000, num_layers=12, d_model=768, num_heads=12, num_kv_heads=1,
+                   d_ff=2048, dtype="bfloat16", attention="cudnn"),
+        tokenizer="sp:tokenizer.model", source="prepared:data/prepared",
+        tokens_per_step=2**20, micro_tokens=2**16, num_steps=4768,  # 5B tokens.
+        optim=dict(lr=4e-4, min_lr=4e-5, warmup_steps=2000),
+        eval_every=500, checkpoint_every=500, sink_stats_every=100,
+    ),
+    "small": dict(
+        model=dict(vocab_size=259, num_layers=6, d_model=384, num_heads=6, num_kv_heads=1,
+                   d_ff=1024, dtype="bfloat16", attention="cudnn"),
+        tokenizer="byte", source="text:data/*.jsonl*",
+        tokens_per_step=2**17, micro_tokens=2**17, num_steps=600,  # 79M tokens.
+        optim=dict(lr=1e-3, min_lr=1e-4, warmup_steps=60),
+        eval_every=100, checkpoint_every=300, sink_stats_every=25,
+    ),
+    "tiny": dict(
+        model=dict(vocab_size=259, num_layers=2, d_model=32, num_heads=2, num_kv_heads=1,
+                   d_ff=64, dtype="float32", attention="blockwise", block_size=32),
+        tokenizer="byte", source="synthetic:bigram_backcopy",
+        tokens_per_step=512, micro_tokens=256, num_steps=4,
+        optim=dict(lr=1e-3, min_lr=1e-4, warmup_steps=1),
+        eval_every=4, checkpoint_every=4, sink_stats_every=2,
+    ),
+}
+
+
+def sized_config(size: str, seq_len: int) -> ml_collections.ConfigDict:
+    """`base_config()` with a SIZES preset at context length `seq_len`.
+
+    tokens_per_step is the preset's (constant across seq_len); micro_batch_size is the
+    preset's micro-batch token budget divided by seq_len (at least 1 row).
+    """
+    if size not in SIZES:
+        raise ValueError(f"size {size!r} is unknown; choose one of {sorted(SIZES)}.")
+    p = SIZES[size]
+    c = base_config()
+    c.model.update(p["model"])
+    c.optim.update(p["optim"])
+    c.data.tokenizer, c.data.source = p["tokenizer"], p["source"]
+    c.seq_len = seq_len
+    c.tokens_per_step, c.num_steps = p["tokens_per_step"], p["num_steps"]
+    c.micro_batch_size = max(1, min(p["micro_tokens"], p["tokens_per_step"]) // seq_len)
+    c.eval_every, c.checkpoint_every = p["eval_every"], p["checkpoint_every"]
+    c.sink_stats_every = p["sink_stats_every"]
+    if size == "tiny":
+        c.eval_batches, c.eval_sink_sequences, c.log_every = 1, 4, 1
+    return c
+
+
+def parse_arg(arg: str | None, default_size: str, default_value: str) -> tuple[str, str]:
+    """`"SIZE[,VALUE]"` -> (size, value) with defaults, for `get_config(arg)`."""
+    parts = [] if not arg else [p.strip() for p in str(arg).split(",")]
+    size = parts[0] if parts and parts[0] else default_size
+    value = parts[1] if len(parts) > 1 else default_value
+    if size not in SIZES:
+        raise ValueError(f"config argument {arg!r}: size {size!r} is not one of {sorted(SIZES)} "
+                         "(form: SIZE[,VALUE], e.g. small,512).")
+    return size, value

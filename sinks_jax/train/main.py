@@ -15,41 +15,51 @@ from absl import flags
 from ml_collections import config_flags
 
 
-def _flag_values() -> flags.FlagValues:
+def _flag_values(argv: list[str]) -> flags.FlagValues:
+    """Fresh flags (so `main` can run several times in one process) that read `argv`."""
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config", None, "config file, optionally with an argument: configs/X.py[:ARG]",
-        flag_values=fv, lock_config=True,
+        flag_values=fv, lock_config=True, sys_argv=argv,
     )
     flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json)",
                         flag_values=fv)
     return fv
 
 
-def config_overrides(argv: list[str]) -> list[str]:
-    """The `--config.key=value` arguments of `argv` (joined when given as two tokens)."""
-    out, i = [], 0
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(`--config.key=value` arguments, joined when given as two tokens; everything else)."""
+    overrides, others, i = [], [], 0
     while i < len(argv):
         a = argv[i]
         if a.startswith("--config."):
             if "=" not in a and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 a, i = f"{a}={argv[i + 1]}", i + 1
-            out.append(a)
+            overrides.append(a)
+        else:
+            others.append(a)
         i += 1
-    return out
+    return overrides, others
+
+
+def config_overrides(argv: list[str]) -> list[str]:
+    """The `--config.key=value` arguments of `argv`."""
+    return split_overrides(argv)[0]
 
 
 def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """The config of `path[:arg]` with `--config.key=value` overrides applied (absl parsing)."""
-    fv = _flag_values()
-    fv(["sinks-jax", f"--config={spec}", *overrides])
+    argv = ["sinks-jax", f"--config={spec}", *overrides]
+    fv = _flag_values(argv)
+    fv(argv)
     return fv.config
 
 
 def main(argv: list[str]) -> int:
-    fv = _flag_values()
+    full_argv = ["sinks-jax train", *argv]
+    fv = _flag_values(full_argv)
     try:
-        fv(["sinks-jax train", *argv])
+        fv(full_argv)
     except flags.Error as e:
         print(f"sinks-jax train: {e}\nusage: sinks-jax train --config configs/X.py[:ARG] "
               "--workdir DIR [--config.key=value ...]", file=sys.stderr)
