@@ -2,7 +2,8 @@
 
 A local checkpoint folder (`config.json`, `*.safetensors` with or without
 `model.safetensors.index.json`, optionally `tokenizer.json`) becomes a ready `Transformer`
-(its `ModelConfig` is `model.config`) and a tokenizer. Supported `model_type`s:
+(its `ModelConfig` is `model.config`) and a `sinks_jax.data.tokenizers.HFTokenizer` with the
+checkpoint's special tokens. Supported `model_type`s:
 
     llama    Llama 1-3.x (rope scaling "linear" and "llama3"; tied or untied output)
     mistral  as llama (sliding-window attention is not modelled: exact for T <= window)
@@ -35,6 +36,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sinks_jax.data.tokenizers import HFTokenizer
 from sinks_jax.model import ModelConfig, Transformer
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "gemma", "gpt2")
@@ -466,44 +468,33 @@ def load_params(
 # --------------------------------------------------------------------------- tokenizer
 
 
-class HFTokenizer:
-    """A `tokenizer.json` tokenizer: encode/decode plus bos_id, eos_id, pad_id (None if absent).
+def load_tokenizer(path: str, hf_config: dict[str, Any] | None = None) -> HFTokenizer:
+    """The folder's `tokenizer.json` with the checkpoint's own special tokens.
 
-    `encode` adds special tokens as the checkpoint's post-processor specifies (e.g. Llama's
-    and Gemma's <bos>); pass add_special_tokens=False for the bare text.
+    Specials come from `tokenizer_config.json` (bos_token, eos_token, pad_token), else from
+    config.json's `*_token_id`; a checkpoint without a pad token pads with its eos (padding is
+    never attended to). `encode` adds no special tokens: prepend `bos_id` where wanted.
     """
-
-    def __init__(self, path: str, model_config: dict[str, Any] | None = None):
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
-        extra: dict[str, Any] = {}
-        tc_path = os.path.join(path, "tokenizer_config.json")
-        if os.path.exists(tc_path):
-            with open(tc_path) as f:
-                extra = json.load(f)
-        model_config = model_config or {}
-
-        def token_id(kind: str) -> int | None:
-            tok = extra.get(f"{kind}_token")
-            if isinstance(tok, dict):
-                tok = tok.get("content")
-            if isinstance(tok, str) and self._tok.token_to_id(tok) is not None:
-                return self._tok.token_to_id(tok)
-            value = model_config.get(f"{kind}_token_id")
-            return value[0] if isinstance(value, list) else value
-
-        self.bos_id, self.eos_id, self.pad_id = token_id("bos"), token_id("eos"), token_id("pad")
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
-
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+    extra: dict[str, Any] = {}
+    tc_path = os.path.join(path, "tokenizer_config.json")
+    if os.path.exists(tc_path):
+        with open(tc_path) as f:
+            extra = json.load(f)
+    hf_config = hf_config or {}
+    specials: dict[str, str] = {}
+    for kind in ("bos", "eos", "pad"):
+        token = extra.get(f"{kind}_token")
+        if isinstance(token, dict):
+            token = token.get("content")
+        value = hf_config.get(f"{kind}_token_id")
+        value = value[0] if isinstance(value, list) and value else value
+        if isinstance(token, str):
+            specials[kind] = token
+        elif isinstance(value, int):
+            specials[kind] = str(value)
+    if "pad" not in specials and "eos" in specials:
+        specials["pad"] = specials["eos"]
+    return HFTokenizer(os.path.join(path, "tokenizer.json"), **specials)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -533,7 +524,7 @@ def load(
     cfg = config_from_hf_dict(hf_config, dtype=dtype, attention=attention, **overrides)
     model = load_params(hf_config["model_type"], cfg, SafetensorsFolder(path), mesh, progress)
     if os.path.exists(os.path.join(path, "tokenizer.json")):
-        tokenizer = HFTokenizer(path, hf_config)
+        tokenizer = load_tokenizer(path, hf_config)
     else:
         warnings.warn(f"no tokenizer.json in {path!r}: returning tokenizer=None.", stacklevel=2)
         tokenizer = None

@@ -296,9 +296,27 @@ def test_tokenizer_json(tmp_path):
     m.save_pretrained(tmp_path)
     tok.save(str(tmp_path / "tokenizer.json"))
     with open(tmp_path / "tokenizer_config.json", "w") as f:
-        json.dump({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}, f)
+        json.dump({"bos_token": {"content": "<s>"}, "eos_token": "</s>"}, f)
     _, tokenizer = hf.load(str(tmp_path), progress=False)
-    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (1, 2, 0)
-    assert tokenizer.encode("hello world") == [1, 3, 4]
-    assert tokenizer.encode("hello world", add_special_tokens=False) == [3, 4]
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) == (1, 2, 2)  # pad = eos.
+    assert tokenizer.encode("hello world") == [3, 4]  # specials are added by the caller.
     assert tokenizer.decode([3, 4]) == "hello world"
+
+
+def test_gpt2_hub_layout_without_prefix_and_with_buffers(tmp_path):
+    """The hub's gpt2 files name weights without `transformer.` and store mask buffers."""
+    from safetensors.numpy import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    m.save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    tensors = {k.removeprefix("transformer."): v for k, v in tensors.items()}
+    tensors["h.0.attn.bias"] = np.tril(np.ones((1, 1, 16, 16), np.float32))
+    _write_safetensors(tmp_path, tensors)
+    model, _ = hf.load(str(tmp_path), progress=False)
+    np.testing.assert_array_equal(np.asarray(model.pos_embedding.value), tensors["wpe.weight"])
+    # c_attn is [in, out] with q | k | v columns: k of head 1 is columns D + hd .. D + 2 hd.
+    np.testing.assert_array_equal(
+        np.asarray(model.layers.wk.value[0, :, 1]), tensors["h.0.attn.c_attn.weight"][:, 24:32]
+    )
