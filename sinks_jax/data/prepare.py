@@ -64,7 +64,7 @@ def prepare_split(source: str, tokenizer: Tokenizer, split: str, out: str, *,
     skipped = 0
     pieces: list[np.ndarray] = []
     batch: list[str] = []
-    shard_count = sum(p.size for p in pieces)
+    shard_count = 0
 
     def write_shard() -> None:
         nonlocal pieces
@@ -86,6 +86,9 @@ def prepare_split(source: str, tokenizer: Tokenizer, split: str, out: str, *,
         for ids in tokenizer.encode_batch(batch):
             pieces.append(ids)
             shard_count += ids.size
+            if shard_count >= shard_tokens:
+                write_shard()
+                shard_count = 0
         bar.update(len(batch))
         batch.clear()
 
@@ -98,9 +101,6 @@ def prepare_split(source: str, tokenizer: Tokenizer, split: str, out: str, *,
         batch.append(text)
         if len(batch) >= batch_docs:
             flush()
-            if shard_count >= shard_tokens:
-                write_shard()
-                shard_count = 0
     if batch:
         flush()
     if pieces:
