@@ -388,14 +388,16 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
     # Jacobian sensitivity of the last token to every source, and the path bound beside it.
     seq = ([bos_id] if bos_id is not None else []) + base
     tokens = jnp.asarray([seq], jnp.int32)
-    forward_fn, params = residual_stream_fn(model)
+    # The explicit backend: full maps for the bound, and a plain XLA graph that vmap can batch
+    # (fused kernels may lack batching rules for their backward pass).
+    xla_model = with_backend(model, "xla")
+    forward_fn, params = residual_stream_fn(xla_model)
     emb = hidden_fn(model, tokens)[0, 0]  # [T, D]
     target = len(seq) - 1
     layers = None if args.jacobian_layers == "all" else [-1]
     sens = jax.jit(functools.partial(analysis.jacobian_sensitivity, forward_fn,
-                                     layers=layers, chunk_size=args.jacobian_chunk),
-                   static_argnums=())(params, emb, target)
-    xla_model = with_backend(model, "xla")
+                                     layers=layers, chunk_size=args.jacobian_chunk)
+                   )(params, emb, target)
     probs = nnx.jit(lambda m, t: m(t, collect=("attn_probs",))[1]["attn_probs"])(xla_model,
                                                                                  tokens)
     bound = analysis.path_bound(probs)[0, target]

@@ -9,6 +9,7 @@ so no GUI backend and no global pyplot state are involved.
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -19,7 +20,8 @@ from matplotlib.ticker import MaxNLocator
 
 def _save(fig: Figure, caption: str, path: str) -> str:
     if caption:  # a figure-level x label, so constrained layout keeps it clear of the axes
-        fig.supxlabel(caption, fontsize=7, color="0.3")
+        width_chars = int(fig.get_figwidth() * 15)  # about 15 characters per inch at 7 pt
+        fig.supxlabel(textwrap.fill(caption, width_chars), fontsize=7, color="0.3")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     return path
@@ -30,16 +32,18 @@ def sink_score_heatmap(scores_LxH: np.ndarray, path: str, *, caption: str = "",
     """Layer x head heatmap of sink scores alpha_0 in [0, 1]."""
     scores_LxH = np.asarray(scores_LxH)
     L, H = scores_LxH.shape
-    fig = Figure(figsize=(max(4.0, 0.45 * H + 2.5), max(3.0, 0.3 * L + 1.8)), layout="constrained")
+    fig = Figure(figsize=(max(5.5, 0.45 * H + 2.5), max(3.2, 0.3 * L + 1.8)), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(scores_LxH, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
                    interpolation="nearest")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_xticks(range(H))
-    ax.set_yticks(range(L))
+    if H <= 32:
+        ax.set_xticks(range(H))
+    if L <= 40:
+        ax.set_yticks(range(L))
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label="alpha_0 (mean attention to token 0)")
+    fig.colorbar(im, ax=ax, label="sink score alpha_0")
     return _save(fig, caption, path)
 
 

@@ -65,6 +65,18 @@ def test_sink_scores_under_jit_with_traced_key():
         np.testing.assert_allclose(np.asarray(f(attn, k)), gu_scores_reference(attn, k), rtol=1e-5)
 
 
+def test_functions_vmap_over_an_extra_axis():
+    rng = np.random.default_rng(4)
+    attn_NxLxBxHxTxT = random_causal_maps(rng, (3, 2, 1, 2), 6).astype(np.float32)
+    got = jax.vmap(lambda a: analysis.sink_scores(a, key=2))(attn_NxLxBxHxTxT)
+    for n in range(3):
+        np.testing.assert_allclose(np.asarray(got[n]), gu_scores_reference(attn_NxLxBxHxTxT[n], 2),
+                                   rtol=1e-5)
+    bounds = jax.vmap(analysis.path_bound)(attn_NxLxBxHxTxT)
+    np.testing.assert_allclose(np.asarray(bounds[1]),
+                               np.asarray(analysis.path_bound(attn_NxLxBxHxTxT[1])), rtol=1e-6)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_sink_rate_matches_per_sequence_reference(seed):
     rng = np.random.default_rng(seed)
