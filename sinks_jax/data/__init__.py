@@ -1,13 +1,32 @@
 """Data: sources (TFDS, local text, synthetic), tokenizers, the packing grid, the loader.
 
 Imports nothing else from sinks_jax. TensorFlow is imported only by the `tfds:` source.
+
+    from sinks_jax.data import make_loader
+    loader = make_loader("synthetic:bigram_backcopy", "byte", seq_len=256, batch_size=64,
+                         packing="fixed_bos", intra_doc=True, seed=0)
+    batch = next(loader)              # dict of int32 [64 // process_count, 256] arrays
+    state = loader.get_state()        # {"index": .., "epoch": ..}: save with the checkpoint
 """
 
+from sinks_jax.data.loader import Loader, make_loader
 from sinks_jax.data.packing import (
     FIELDS,
     MODES,
     attention_mask_from_segments,
     pack_documents,
 )
+from sinks_jax.data.sources import get_source
+from sinks_jax.data.tokenizers import Tokenizer, get_tokenizer
 
-__all__ = ["FIELDS", "MODES", "attention_mask_from_segments", "pack_documents"]
+__all__ = [
+    "FIELDS",
+    "MODES",
+    "Loader",
+    "Tokenizer",
+    "attention_mask_from_segments",
+    "get_source",
+    "get_tokenizer",
+    "make_loader",
+    "pack_documents",
+]

@@ -207,8 +207,7 @@ def train_sentencepiece(source: str, vocab_size: int, out: str, model_type: str 
         model_type=model_type, character_coverage=character_coverage,
         pad_id=0, unk_id=1, bos_id=2, eos_id=3, byte_fallback=True, split_digits=True,
         normalization_rule_name="identity", remove_extra_whitespaces=False,
-        max_sentence_length=32768, num_threads=os.cpu_count() or 1,
-        train_extremely_large_corpus=False, minloglevel=2,
+        max_sentence_length=32768, num_threads=os.cpu_count() or 1, minloglevel=2,
     )
     return prefix + ".model"
 
