@@ -186,12 +186,14 @@ def _tokenizer_spec(info: Any) -> str | None:
         return getattr(data, "tokenizer", None)
 
 
-def with_backend(model: Transformer, backend: str) -> Transformer:
-    """The same parameters under another attention backend (e.g. "xla" for full maps)."""
+def with_backend(model: Transformer, backend: str, dtype: str | None = None) -> Transformer:
+    """The same parameters under another attention backend (e.g. "xla" for full maps) and,
+    optionally, another compute dtype."""
     cfg = model.config
-    if cfg.attention == backend:
+    dtype = dtype or cfg.dtype
+    if cfg.attention == backend and cfg.dtype == dtype:
         return model
-    abstract = nnx.eval_shape(lambda: Transformer(cfg.replace(attention=backend),
+    abstract = nnx.eval_shape(lambda: Transformer(cfg.replace(attention=backend, dtype=dtype),
                                                   rngs=nnx.Rngs(0)))
     graphdef, _ = nnx.split(abstract)
     return nnx.merge(graphdef, nnx.state(model))
@@ -388,11 +390,12 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
     # Jacobian sensitivity of the last token to every source, and the path bound beside it.
     seq = ([bos_id] if bos_id is not None else []) + base
     tokens = jnp.asarray([seq], jnp.int32)
-    # The explicit backend: full maps for the bound, and a plain XLA graph that vmap can batch
-    # (fused kernels may lack batching rules for their backward pass).
-    xla_model = with_backend(model, "xla")
+    # The explicit backend in float32: full maps for the bound, a plain XLA graph that vmap can
+    # batch (fused kernels may lack batching rules for their backward pass), and derivatives
+    # not rounded to bfloat16.
+    xla_model = with_backend(model, "xla", "float32")
     forward_fn, params = residual_stream_fn(xla_model)
-    emb = hidden_fn(model, tokens)[0, 0]  # [T, D]
+    emb = hidden_fn(xla_model, tokens)[0, 0]  # [T, D]
     target = len(seq) - 1
     layers = None if args.jacobian_layers == "all" else [-1]
     sens = jax.jit(functools.partial(analysis.jacobian_sensitivity, forward_fn,
@@ -403,6 +406,7 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
     bound = analysis.path_bound(probs)[0, target]
     out["jacobian"] = {
         "sequence": "with_bos" if bos_id is not None else "text_only",
+        "compute": "attention=xla, dtype=float32",
         "target": target,
         "layers": "all (0 = embeddings)" if layers is None else "last",
         "sensitivity_NxT": np.asarray(sens).tolist(),
