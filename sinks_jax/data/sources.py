@@ -12,7 +12,7 @@ Specs for `get_source` (options after `?`, joined by `&`):
   document belongs to `valid` when a hash of its text falls below `?holdout=FRACTION`
   (default 0.01), so the split does not depend on file order; `all` ignores the hold-out.
 - `synthetic:KIND[?vocab=64&seed=0&min_len=16&max_len=512]` endless, deterministic streams
-  of documents, drawn in blocks of 64 documents by numpy; lengths are log-uniform in
+  of documents, drawn in blocks of 256 documents by numpy; lengths are log-uniform in
   `[min_len, max_len]` symbols. Documents are strings over `vocab` printable ASCII
   characters, so the `byte` tokenizer maps one symbol to one token. `seed` fixes the
   *language*; which documents are drawn depends on the loader's seed and the split.
@@ -177,7 +177,7 @@ class TextSource:
 
 _ALPHABET = np.array([chr(c) for c in range(33, 127)])  # 94 printable, non-space ASCII
 _PRESETS = {"bigram_backcopy": {"topics": 1, "triggers": 4}, "zipf_markov": {"topics": 8, "triggers": 0}}
-_BLOCK_DOCS = 64
+_BLOCK_DOCS = 256
 _SPLIT_CODE = {"train": 0, "valid": 1, "all": 0}
 
 
@@ -221,7 +221,7 @@ class SyntheticSource:
         return np.cumsum(probs, axis=-1)
 
     def block(self, split: str, seed: int, index: int) -> list[str]:
-        """Documents `[64 * index, 64 * (index + 1))` of the stream for `(split, seed)`."""
+        """Documents `[256 * index, 256 * (index + 1))` of the stream for `(split, seed)`."""
         check_split(split)
         rng = np.random.default_rng([self.lang_seed, _SPLIT_CODE[split], seed, index])
         n, plain = _BLOCK_DOCS, self.vocab - self.num_triggers
