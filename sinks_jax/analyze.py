@@ -48,8 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--hf", help="a Hugging Face checkpoint folder (config.json, safetensors)")
     src.add_argument("--init-tiny", action="store_true",
                      help="a freshly initialised tiny model (byte vocabulary): smoke tests")
-    p.add_argument("--prompts", help="prompt file: .txt (one prompt per line) or .jsonl with a "
-                                     "'text' field; default: the built-in set of 10 paragraphs")
+    prm = p.add_mutually_exclusive_group()
+    prm.add_argument("--prompts", help="prompt file: .txt (one prompt per line) or .jsonl with a "
+                                       "'text' field; default: the built-in set of 10 paragraphs")
+    prm.add_argument("--prompts-source",
+                     help="draw prompts from a data source spec (e.g. synthetic:bigram_backcopy, "
+                          "text:GLOB), its 'valid' split; 'run' = the --workdir run's source")
+    p.add_argument("--num-prompts", type=int, default=170,
+                   help="prompts drawn with --prompts-source (default 170, as the paper)")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence T (default 64)")
     p.add_argument("--eps", type=float, nargs="+", default=[0.3, 0.8],
                    help="sink-rate thresholds (default 0.3 0.8)")
@@ -63,10 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spread-len", type=int, default=128,
                    help="text tokens of the perturbation prompt (default 128)")
     p.add_argument("--spread-prompt", default=None,
-                   help="perturbation prompt (default: the Shakespeare paragraph)")
+                   help="perturbation prompt (default: the Shakespeare paragraph; with "
+                        "--prompts-source, the first drawn prompt)")
     p.add_argument("--swap", default=None,
-                   help="OLD=NEW words to swap in the perturbation prompt (same tokenised "
-                        "length); default greatest=best, else the first same-length synonym")
+                   help="OLD=NEW: words to swap in the perturbation prompt (same tokenised "
+                        "length); @POS: replace the token at text position POS by the next "
+                        "token id. Default: greatest=best or a same-length synonym; with "
+                        "--prompts-source, @(n/2)")
     p.add_argument("--jacobian-layers", choices=("last", "all"), default="last",
                    help="hidden layers whose Jacobian is measured (default: last)")
     p.add_argument("--jacobian-chunk", type=int, default=64,
@@ -123,6 +132,24 @@ def load_prompts(path: str | None) -> list[str]:
     return texts
 
 
+def prompts_from_source(spec: str, num: int, min_chars: int = 0) -> list[str]:
+    """The first `num` documents of at least `min_chars` characters of a source's 'valid' split."""
+    from sinks_jax.data import sources  # only needed here
+
+    texts: list[str] = []
+    seen = 0
+    for doc in sources.get_source(spec).documents("valid"):
+        seen += 1
+        if len(doc) >= min_chars:
+            texts.append(doc)
+        if len(texts) == num or seen >= 100 * num:
+            break
+    if not texts:
+        raise ValueError(f"--prompts-source {spec!r}: no document of at least {min_chars} "
+                         f"characters among the first {seen}; use --short pad.")
+    return texts
+
+
 def make_sequences(token_lists: Sequence[Sequence[int]], seq_len: int, *, bos_id: int | None,
                    pad_id: int, short: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """int32 tokens `[N, T]`, float valid mask `[N, T]`, and the indices of the kept prompts.
@@ -146,14 +173,14 @@ def make_sequences(token_lists: Sequence[Sequence[int]], seq_len: int, *, bos_id
 
 # --------------------------------------------------------------------------- model access
 
-def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str]:
-    """`(model, tokenizer, description)` from --workdir, --hf or --init-tiny."""
+def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | None]:
+    """`(model, tokenizer, description, run_config or None)` from --workdir, --hf or --init-tiny."""
     if args.init_tiny:
         tok = load_tokenizer(args.tokenizer)
         cfg = ModelConfig(vocab_size=tok.vocab_size, num_layers=2, d_model=32,
                           num_heads=4, num_kv_heads=2, d_ff=64, attention="xla")
         return Transformer(cfg, rngs=nnx.Rngs(args.seed)), tok, \
-            f"tiny random init (seed {args.seed})"
+            f"tiny random init (seed {args.seed})", None
     if args.hf:
         try:
             from sinks_jax import hf
@@ -164,7 +191,7 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str]:
             raise FileNotFoundError(f"--hf {args.hf!r}: no tokenizer.json in the folder; pass "
                                     "the model's tokenizer with --tokenizer hf:PATH/tokenizer.json.")
         tok = tok if tok is not None else load_tokenizer(args.tokenizer)
-        return model, load_tokenizer(tok), f"hf:{os.path.abspath(args.hf)}"
+        return model, load_tokenizer(tok), f"hf:{os.path.abspath(args.hf)}", None
     try:
         from sinks_jax.train import checkpoint
     except ImportError as e:
@@ -174,7 +201,7 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str]:
         raise FileNotFoundError(f"--workdir {args.workdir!r}: no such folder.")
     model, info = checkpoint.load_model(args.workdir)
     spec = _tokenizer_spec(info) or args.tokenizer
-    return model, load_tokenizer(spec), f"workdir:{os.path.abspath(args.workdir)}"
+    return model, load_tokenizer(spec), f"workdir:{os.path.abspath(args.workdir)}", info
 
 
 def _tokenizer_spec(info: Any) -> str | None:
@@ -336,6 +363,20 @@ def sink_report(model: Transformer, tokens_NxT: np.ndarray, valid_NxT: np.ndarra
 
 def choose_swap(tok: Any, text: str, swap: str | None) -> tuple[str, str, list[int], list[int]]:
     """`(old, new, tokens, swapped_tokens)` with equal tokenised lengths."""
+    if swap and swap.startswith("@"):
+        base = tok.encode(text)
+        try:
+            pos = int(swap[1:])
+        except ValueError:
+            raise ValueError(f"--swap {swap!r}: write @POS with an integer position.") from None
+        if not 0 <= pos < len(base):
+            raise ValueError(f"--swap {swap!r}: position outside the prompt's {len(base)} tokens.")
+        swapped = list(base)
+        swapped[pos] = (base[pos] + 1) % tok.vocab_size
+        specials = {getattr(tok, n, None) for n in ("bos_id", "eos_id", "pad_id")}
+        while swapped[pos] in specials or swapped[pos] == base[pos]:
+            swapped[pos] = (swapped[pos] + 1) % tok.vocab_size
+        return f"token {base[pos]} @{pos}", f"token {swapped[pos]}", base, swapped
     if swap:
         if "=" not in swap:
             raise ValueError(f"--swap {swap!r}: write OLD=NEW, e.g. --swap greatest=best.")
@@ -463,10 +504,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1.")
     t0 = time.time()
-    model, tok, model_desc = load_model(args)
+    model, tok, model_desc, run_config = load_model(args)
     cfg = model.config
     bos_id = None if args.no_bos else getattr(tok, "bos_id", None)
-    texts = load_prompts(args.prompts)
+    if args.prompts_source:
+        spec = args.prompts_source
+        if spec == "run":
+            if run_config is None:
+                raise ValueError("--prompts-source run needs --workdir (the run's data.source).")
+            spec = str(run_config["data"]["source"])
+        min_chars = 0 if args.short == "pad" else args.seq_len  # a loose bound for bytes
+        texts = prompts_from_source(spec, args.num_prompts, min_chars)
+        if args.spread_prompt is None:
+            args.spread_prompt = texts[0]
+            args.swap = args.swap or f"@{min(args.spread_len, len(tok.encode(texts[0]))) // 2}"
+    else:
+        spec = None
+        texts = load_prompts(args.prompts)
     token_lists = [tok.encode(t) for t in texts]
     max_id = max((max(t) for t in token_lists if t), default=-1)
     if max_id >= cfg.vocab_size or (bos_id is not None and bos_id >= cfg.vocab_size):
@@ -480,7 +534,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": model_desc, "model_config": cfg.to_dict(), "seq_len": args.seq_len,
         "eps": list(args.eps), "batch_size": args.batch_size, "short": args.short,
         "tokenizer": args.tokenizer if not args.hf else "hf", "bos_id": bos_id,
-        "prompts": args.prompts or "built-in", "num_prompts": len(texts),
+        "prompts": args.prompts or (f"source:{spec}" if spec else "built-in"),
+        "num_prompts": len(texts),
         "layouts": {"with_bos": "<bos> + first T-1 prompt tokens",
                     "text_only": "first T prompt tokens"},
         "jax_version": jax.__version__, "backend": jax.default_backend(),

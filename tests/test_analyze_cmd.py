@@ -150,3 +150,17 @@ def test_analyze_reads_a_training_workdir(tmp_path):
     want = np.asarray(aux["attn_probs"], np.float64)[:, 0, :, :, 0].mean(-1)
     got = np.asarray(report["sinks"]["with_bos"]["sink_score_per_sequence_LxNxH"])[:, 0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_analyze_prompts_from_a_source_with_token_swap(tmp_path):
+    out = tmp_path / "r"
+    assert analyze.main(["--init-tiny", "--prompts-source", "synthetic:bigram_backcopy",
+                         "--num-prompts", "5", "--seq-len", "16", "--spread-len", "32",
+                         "--skip-jacobian", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["prompts"] == "source:synthetic:bigram_backcopy"
+    assert report["sinks"]["text_only"]["num_sequences"] == 5
+    spread = report["spread"]
+    assert spread["changed_positions"] == [16] and spread["old"].endswith("@16")
+    div = np.asarray(spread["divergence_without_bos_Lp1xT"])
+    assert (div[:, :16] == 0).all() and (div[:, 16] > 0).all()
