@@ -135,7 +135,7 @@ def load_model(workdir: str, step: int | None = None) -> tuple[Transformer, dict
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-        abstract_state.to_pure_dict(),
+        nnx.to_pure_dict(abstract_state),
     )
     ckpt = Checkpointer(workdir, async_save=False)
     step = ckpt.latest_step() if step is None else step

@@ -131,14 +131,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     tx = optim.make_optimizer(config.optim, config.num_steps)
     abstract_model = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract_model)
-    abs_params = abstract_state.to_pure_dict()
+    abs_params = nnx.to_pure_dict(abstract_state)
     p_shard = sharding.tree_shardings(mesh, abs_params)
     abs_opt = jax.eval_shape(tx.init, abs_params)
     o_shard = sharding.tree_shardings(mesh, abs_opt)
     repl = sharding.replicated(mesh)
 
     def init_params():
-        return nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(config.seed)))[1].to_pure_dict()
+        return nnx.to_pure_dict(nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(config.seed)))[1])
 
     params = jax.jit(init_params, out_shardings=p_shard)()
     opt_state = jax.jit(tx.init, in_shardings=(p_shard,), out_shardings=o_shard)(params)
@@ -202,6 +202,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     previous_handler = signal.signal(signal.SIGTERM, on_signal)
 
     def save(step: int, force: bool) -> None:
+        if step in ckpt.manager.all_steps():  # e.g. a periodic save just wrote this step.
+            return
         meta = {"step": step, "data_state": data.get_state(), "rng": {"seed": config.seed},
                 "config": run_config}
         ckpt.save(step, params, opt_state, meta, force=force)

@@ -29,15 +29,22 @@ BATCH_AXES = ("data", "fsdp")
 def maybe_initialize_distributed() -> None:
     """Call `jax.distributed.initialize()` when launched as one of several processes.
 
-    Detected from the environment the launchers set (SLURM with more than one task,
-    `JAX_COORDINATOR_ADDRESS`, or a multi-worker TPU VM); a single process does nothing.
+    - `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID` set (launch/local.sh):
+      initialise with them explicitly;
+    - `SINKS_JAX_DISTRIBUTED=1` (launch/tpu_pod.sh, launch/slurm_gpu.sbatch): let JAX detect
+      the cluster (TPU VM metadata, SLURM variables);
+    - otherwise (one process) do nothing.
     """
-    multi = (
-        int(os.environ.get("SLURM_NTASKS", "1")) > 1
-        or "JAX_COORDINATOR_ADDRESS" in os.environ
-        or "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
-    )
-    if multi and not _distributed_is_initialized():
+    if _distributed_is_initialized():
+        return
+    env = os.environ
+    if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
+        jax.distributed.initialize(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]),
+            process_id=int(env.get("JAX_PROCESS_ID", "0")),
+        )
+    elif env.get("SINKS_JAX_DISTRIBUTED", "0") == "1":
         jax.distributed.initialize()
 
 

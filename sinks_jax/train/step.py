@@ -83,6 +83,11 @@ def sink_summary(sink_attn_LxBxHxT: jax.Array, segment_ids_BxT: jax.Array) -> di
     return out
 
 
+def global_norm(tree: Any) -> jax.Array:
+    """sqrt of the sum of squares of every leaf (float32)."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
 def train_step(
     params: Params,
     opt_state: Any,
@@ -115,7 +120,7 @@ def train_step(
     (g_sum, l_sum, c_sum), stats_K = jax.lax.scan(micro_step, init, batch_KxBxT)
     count = jnp.maximum(c_sum, 1.0)
     grads = jax.tree.map(lambda g: g / count, g_sum)
-    loss, grad_norm = l_sum / count, optax.global_norm(grads)
+    loss, grad_norm = l_sum / count, global_norm(grads)
     updates, new_opt_state = tx.update(grads, opt_state, params)
     new_params = optax.apply_updates(params, updates)
     # A non-finite loss or gradient leaves the state untouched, so that the loop can save the

@@ -1,0 +1,187 @@
+"""Train step, optimizer and sharding: CPU, tiny models, 8 fake devices (conftest)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from sinks_jax.model import ModelConfig, Transformer
+from sinks_jax.train import optim, sharding, step as step_lib
+
+OPT = dict(lr=3e-3, min_lr=3e-4, warmup_steps=2, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
+           clip_norm=1.0)
+CFG = ModelConfig(vocab_size=32, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64,
+                  attention="blockwise", block_size=8)
+
+
+def init(cfg=CFG, seed=0):
+    graphdef, state = nnx.split(Transformer(cfg, rngs=nnx.Rngs(seed)))
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def random_batch(rng, shape, vocab=32, segments=False):
+    *lead, T = shape
+    ids = rng.integers(1, vocab, (*lead, T + 1)).astype(np.int32)
+    seg = np.ones(shape, np.int32)
+    if segments:
+        seg[..., T // 2 :] = 2
+    pos = np.broadcast_to(np.arange(T, dtype=np.int32), shape).copy()
+    mask = (rng.random(shape) > 0.2).astype(np.int32)
+    return dict(tokens=ids[..., :-1], targets=ids[..., 1:], segment_ids=seg, positions=pos,
+                loss_mask=mask)
+
+
+def test_masked_cross_entropy_matches_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    targets = rng.integers(0, 7, (2, 5)).astype(np.int32)
+    mask = np.array([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], np.int32)
+    total, count = step_lib.masked_ce_sum(jnp.asarray(logits), dict(targets=targets, loss_mask=mask))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    np.testing.assert_allclose(float(total), (nll * mask).sum(), rtol=1e-5)
+    assert float(count) == mask.sum()
+
+
+def test_schedule_warmup_then_cosine_to_floor():
+    sched = optim.make_schedule(dict(OPT, warmup_steps=10), 110)
+    peak, floor = OPT["lr"], OPT["min_lr"]
+    assert float(sched(0)) == 0.0
+    np.testing.assert_allclose(float(sched(5)), peak * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(float(sched(10)), peak, rtol=1e-6)
+    want = floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * 50 / 100))
+    np.testing.assert_allclose(float(sched(60)), want, rtol=1e-5)
+    np.testing.assert_allclose(float(sched(110)), floor, rtol=1e-5)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        optim.make_schedule(dict(OPT, warmup_steps=10), 10)
+
+
+def test_weight_decay_only_on_matrices():
+    _, params = init(CFG.replace(qkv_bias=True))
+    mask = optim.decay_mask(params)
+    flat = {"/".join(str(k.key) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)}
+    assert flat["layers/wq"] and flat["layers/w_up"] and flat["lm_head"]
+    assert not flat["layers/attn_norm/scale"] and not flat["final_norm/scale"]
+    assert not flat["layers/bq"] and not flat["layers/bv"]  # [L, H, hd] biases: no decay.
+
+
+def test_accumulation_steps_and_errors():
+    assert optim.accumulation_steps(4096, 128, 8) == 4
+    assert optim.accumulation_steps(4096, 2048, 8) == 1  # micro-batch capped at the batch.
+    with pytest.raises(ValueError, match="not divisible by seq_len"):
+        optim.accumulation_steps(1000, 128, 8)
+    with pytest.raises(ValueError, match="micro_batch_size=3"):
+        optim.accumulation_steps(4096, 128, 3)
+
+
+def test_fsdp_rule_shards_largest_divisible_axis_never_layers():
+    P = jax.sharding.PartitionSpec
+    layer_path = (jax.tree_util.DictKey("layers"), jax.tree_util.DictKey("wq"))
+    top_path = (jax.tree_util.DictKey("lm_head"),)
+    assert sharding.fsdp_spec(layer_path, (8, 32, 4, 8), 4) == P(None, "fsdp", None, None)
+    assert sharding.fsdp_spec(layer_path, (8, 3, 5, 7), 4) == P()  # nothing divisible; L=8 skipped.
+    assert sharding.fsdp_spec(top_path, (32, 259), 4) == P("fsdp", None)
+    assert sharding.fsdp_spec(top_path, (32, 259), 1) == P()
+
+
+def _train_once(mesh, params, batch, tx, graphdef):
+    p_shard = sharding.tree_shardings(mesh, params)
+    abs_opt = jax.eval_shape(tx.init, params)
+    o_shard = sharding.tree_shardings(mesh, abs_opt)
+    p = jax.device_put(jax.tree.map(np.array, params), p_shard)  # a copy: the step donates it.
+    o = jax.jit(tx.init, out_shardings=o_shard)(p)
+    b_shard = sharding.batch_sharding(mesh, accumulate=True)
+    fn = step_lib.make_train_step(
+        graphdef, tx, param_shardings=p_shard, opt_shardings=o_shard, batch_sharding=b_shard,
+        replicated=sharding.replicated(mesh), use_segments=True, sink_stats=True,
+    )
+    for _ in range(2):  # two steps: the first has lr = 0 during warm-up.
+        p, o, metrics = fn(p, o, sharding.global_batch(batch, b_shard))
+    return jax.device_get(p), jax.device_get(metrics)
+
+
+def test_one_device_equals_eight_devices_fsdp_and_data():
+    assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
+    graphdef, params = init()
+    tx = optim.make_optimizer(OPT, 10)
+    batch = random_batch(np.random.default_rng(1), (1, 8, 16), segments=True)
+    one = jax.make_mesh((1, 1), ("data", "fsdp"), devices=jax.devices()[:1],
+                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    eight = sharding.make_mesh({"data": 2, "fsdp": 4})
+    p1, m1 = _train_once(one, params, batch, tx, graphdef)
+    p8, m8 = _train_once(eight, params, batch, tx, graphdef)
+    np.testing.assert_allclose(m1["loss"], m8["loss"], atol=1e-5)
+    np.testing.assert_allclose(m1["sink_attn"], m8["sink_attn"], atol=1e-5)
+    for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert m1["sink_attn"].shape == (CFG.num_layers, CFG.num_heads)
+
+
+def test_grad_accumulation_equals_one_big_step():
+    graphdef, params = init()
+    tx = optim.make_optimizer(dict(OPT, warmup_steps=1), 10)
+    big = random_batch(np.random.default_rng(2), (1, 8, 16))
+    micro = {k: v.reshape(4, 2, 16) for k, v in big.items()}
+    fn = jax.jit(lambda p, o, b: step_lib.train_step(
+        p, o, b, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False))
+    results = []
+    for batch in (big, micro):
+        p, o = params, tx.init(params)
+        for _ in range(2):
+            p, o, m = fn(p, o, batch)
+        results.append((p, m))
+    (pa, ma), (pb, mb) = results
+    np.testing.assert_allclose(ma["loss"], mb["loss"], atol=1e-6)
+    np.testing.assert_allclose(ma["grad_norm"], mb["grad_norm"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_non_finite_loss_keeps_the_last_good_state():
+    graphdef, params = init()
+    tx = optim.make_optimizer(dict(OPT, warmup_steps=1), 10)
+    batch = random_batch(np.random.default_rng(3), (1, 2, 8))
+    bad = jax.tree.map(lambda x: x, params)
+    bad["lm_head"] = params["lm_head"].at[0, 0].set(jnp.nan)
+    new_p, _, m = step_lib.train_step(bad, tx.init(bad), batch, graphdef=graphdef, tx=tx,
+                                      use_segments=False, sink_stats=False)
+    assert not bool(m["finite"])
+    for a, b in zip(jax.tree.leaves(new_p), jax.tree.leaves(bad)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_loss_decreases_on_synthetic_data():
+    from sinks_jax.data.loader import make_loader
+
+    cfg = CFG.replace(vocab_size=259)
+    graphdef, params = init(cfg)
+    steps = 150
+    tx = optim.make_optimizer(dict(OPT, lr=1e-2, min_lr=1e-3, warmup_steps=10), steps)
+    loader = make_loader("synthetic:bigram_backcopy", "byte", 32, 16, "concat_bos", False, False,
+                         0, progress=False)
+    fn = jax.jit(lambda p, o, b: step_lib.train_step(
+        p, o, b, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False))
+    opt_state, losses = tx.init(params), []
+    for _ in range(steps):
+        batch = {k: v[None] for k, v in next(loader).items()}
+        params, opt_state, m = fn(params, opt_state, batch)
+        losses.append(float(m["loss"]))
+    first, last = np.mean(losses[:5]), np.mean(losses[-10:])
+    assert first > math.log(259) - 0.3  # starts near uniform over the vocabulary.
+    assert last < first - 1.5, (first, last)  # learns the symbol bigrams.
+
+
+def test_sink_summary_matches_brute_force():
+    rng = np.random.default_rng(4)
+    col = rng.random((2, 3, 4, 6)).astype(np.float32)  # [L, B, H, T]
+    seg = np.ones((3, 6), np.int32)
+    seg[1, 4:] = 0  # padding at the end of row 1.
+    out = step_lib.sink_summary(jnp.asarray(col), jnp.asarray(seg))
+    scores = np.stack([[[col[l, b, h][seg[b] > 0].mean() for h in range(4)] for b in range(3)]
+                       for l in range(2)])
+    np.testing.assert_allclose(out["sink_attn"], scores.mean(1), rtol=1e-5)
+    want = np.mean([(scores[:, b] > 0.3).mean() for b in range(3)])
+    np.testing.assert_allclose(float(out["sink_rate_0.3"]), want, rtol=1e-6)
