@@ -314,10 +314,12 @@ def batch_statistics(model: Transformer, tokens_BxT: jax.Array, valid_BxT: jax.A
     return out
 
 
+_batch_statistics_jit = nnx.jit(batch_statistics)  # one trace cache for every layout and call
+
+
 def sink_report(model: Transformer, tokens_NxT: np.ndarray, valid_NxT: np.ndarray,
                 eps_values: Sequence[float], batch_size: int, desc: str) -> dict[str, Any]:
     """Sink rates, scores, received attention, value norms and collapse over all sequences."""
-    stats_fn = nnx.jit(batch_statistics)
     parts: list[dict[str, np.ndarray]] = []
     N = tokens_NxT.shape[0]
     for start in tqdm(range(0, N, batch_size), desc=desc, unit="batch", leave=False):
@@ -326,7 +328,7 @@ def sink_report(model: Transformer, tokens_NxT: np.ndarray, valid_NxT: np.ndarra
         if pad:
             tok = np.concatenate([tok, np.repeat(tok[:1], pad, 0)])
             val = np.concatenate([val, np.repeat(val[:1], pad, 0)])
-        res = jax.device_get(stats_fn(model, jnp.asarray(tok), jnp.asarray(val)))
+        res = jax.device_get(_batch_statistics_jit(model, jnp.asarray(tok), jnp.asarray(val)))
         keep = batch_size - pad
         parts.append({k: np.take(v, range(keep), axis=1) for k, v in res.items()})
     cat = {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
