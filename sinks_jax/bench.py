@@ -202,13 +202,7 @@ def _train_config(args, backend: str, intra_doc: bool):
     """The training config of the benchmark (paper_120m by default) for one backend."""
     from sinks_jax.train.main import load_config
 
-    overrides = [
-        f"--config.seq_len={args.seq_len}",
-        f"--config.model.attention={backend}",
-        "--config.model.dtype=bfloat16",
-    ]
-    if args.quick:
-        config = load_config(args.config)
+    config = load_config(args.config)
     config.seq_len = args.seq_len
     config.model.attention = backend
     if not args.quick:
@@ -363,6 +357,88 @@ def bench_scaling(args) -> list[dict[str, Any]]:
     return records
 
 
+def bench_breakdown(args) -> list[dict[str, Any]]:
+    """Where a micro-step's time goes: the output head + cross-entropy alone, attention alone,
+    and the whole model forward and forward+backward (the rest is the layers' matmuls and
+    elementwise work)."""
+    import optax
+
+    from sinks_jax.train import flops
+
+    shape = dict(PAPER_120M)
+    B, T = args.micro_batch or 32, args.seq_len
+    if args.quick:
+        shape = dict(
+            vocab_size=259,
+            num_layers=2,
+            d_model=64,
+            num_heads=4,
+            num_kv_heads=1,
+            d_ff=128,
+            dtype="float32",
+        )
+        B = 4
+    backend = args.backends[0]
+    cfg = ModelConfig(**{**shape, "attention": backend})
+    dt = jnp.dtype(cfg.dtype)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+    params = jax.jit(lambda: nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))[1])()
+    tokens = jax.random.randint(jax.random.key(0), (B, T), 0, cfg.vocab_size)
+    targets = jnp.roll(tokens, -1, axis=1)
+
+    def loss(p, tokens):
+        logits, _ = nnx.merge(graphdef, p)(tokens)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    h = jax.random.normal(jax.random.key(1), (B, T, cfg.d_model), dt)
+    w = jax.random.normal(jax.random.key(2), (cfg.d_model, cfg.vocab_size), jnp.float32) * 0.02
+
+    def head_loss(w, h, logits_dtype):
+        logits = jnp.einsum("btd,dv->btv", h, w.astype(dt), preferred_element_type=logits_dtype)
+        return optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), targets
+        ).mean()
+
+    H, D = cfg.num_heads, cfg.head_size
+    q = jax.random.normal(jax.random.key(3), (B, T, H, D), dt)
+    kv = jax.random.normal(jax.random.key(4), (B, T, cfg.kv_heads, D), dt)
+
+    def attn_sum(q, k, v):
+        out = attn_lib.attention(q, k, v, backend=backend, block_size=cfg.block_size)
+        return out.out_BxTxHxD.astype(jnp.float32).sum()
+
+    cases = {
+        "model_fwd": (jax.jit(loss), (params, tokens)),
+        "model_fwd_bwd": (jax.jit(jax.grad(loss)), (params, tokens)),
+        "head_ce_fwd_bwd_f32_logits": (
+            jax.jit(jax.grad(lambda w, h: head_loss(w, h, jnp.float32), argnums=(0, 1))),
+            (w, h),
+        ),
+        "head_ce_fwd_bwd_bf16_logits": (
+            jax.jit(jax.grad(lambda w, h: head_loss(w, h, dt), argnums=(0, 1))),
+            (w, h),
+        ),
+        "attention_fwd_bwd_x_layers": (jax.jit(jax.grad(attn_sum, argnums=(0, 1, 2))), (q, kv, kv)),
+    }
+    records = []
+    for name, (fn, fargs) in cases.items():
+        rec = dict(mode="breakdown", case=name, backend=backend, B=B, T=T)
+        try:
+            ms = 1e3 * time_fn(fn, *fargs, warmup=args.warmup, iters=args.iters)
+            rec["ms"] = ms * (cfg.num_layers if name.startswith("attention") else 1)
+        except Exception as exc:
+            rec["error"] = _error(exc)
+        records.append(rec)
+        _print_row(rec, ("case", "B", "T", "ms", "error"))
+    fb = records[1].get("ms")
+    if fb:
+        tps = B * T / (fb / 1e3)
+        peak = flops.peak_flops_per_device()
+        mfu = flops.train_flops_per_token(cfg, T) * tps / peak if peak else None
+        print(f"model fwd+bwd alone: {tps:.4g} tokens/s, MFU {mfu}")
+    return records
+
+
 # --------------------------------------------------------------------------- analysis mode
 
 
@@ -462,7 +538,7 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("mode", choices=("train", "attention", "analysis", "scaling"))
+    p.add_argument("mode", choices=("train", "attention", "analysis", "scaling", "breakdown"))
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
     p.add_argument("--out", default=None, help="write the records as JSON here")
     p.add_argument("--backends", nargs="+", default=None)
@@ -503,6 +579,7 @@ def main(argv: list[str]) -> int:
             "train": ["cudnn", "pallas"] if gpu else ["blockwise"],
             "scaling": ["cudnn"] if gpu else ["blockwise"],
             "analysis": ["cudnn"] if gpu else ["blockwise"],
+            "breakdown": ["cudnn"] if gpu else ["blockwise"],
         }[args.mode]
     if args.seq_lens is None:
         args.seq_lens = {"attention": [2048, 8192, 32768], "analysis": [8192, 32768, 131072]}.get(
@@ -530,6 +607,7 @@ def main(argv: list[str]) -> int:
         "attention": bench_attention,
         "analysis": bench_analysis,
         "scaling": bench_scaling,
+        "breakdown": bench_breakdown,
     }[args.mode]
     records = run(args)
     if args.out:
