@@ -16,7 +16,11 @@ COMMANDS = {
     "report": ("sinks_jax.train.report", "main", "table and figures for a sweep's workdir"),
     "analyze": ("sinks_jax.analyze", "main", "sink/spread/Jacobian report on a checkpoint"),
     "prepare": ("sinks_jax.data.prepare", "main", "tokenise and pack a source into shards"),
-    "tokenizer": ("sinks_jax.data.tokenizers", "main", "tokenizer tools (train a SentencePiece model)"),
+    "tokenizer": (
+        "sinks_jax.data.tokenizers",
+        "main",
+        "tokenizer tools (train a SentencePiece model)",
+    ),
     "bench": ("sinks_jax.bench", "main", "benchmarks: train, attention, analysis, scaling"),
 }
 
@@ -35,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"sinks-jax: unknown command {name!r}; choose one of {sorted(COMMANDS)}.",
-              file=sys.stderr)
+        print(
+            f"sinks-jax: unknown command {name!r}; choose one of {sorted(COMMANDS)}.",
+            file=sys.stderr,
+        )
         return 2
     module, func, _ = COMMANDS[name]
     result = getattr(importlib.import_module(module), func)(rest)

@@ -67,13 +67,23 @@ def random_docs(rng, n):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("intra_doc,reset_positions", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize(
+    "intra_doc,reset_positions", list(itertools.product([False, True], repeat=2))
+)
 def test_pack_matches_brute_force(mode, intra_doc, reset_positions):
     rng = np.random.default_rng(hash((mode, intra_doc, reset_positions)) % 2**32)
     for T in (2, 5, 16):
         docs = random_docs(rng, 30)
-        got = pack_documents(docs, seq_len=T, mode=mode, intra_doc=intra_doc,
-                             reset_positions=reset_positions, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+        got = pack_documents(
+            docs,
+            seq_len=T,
+            mode=mode,
+            intra_doc=intra_doc,
+            reset_positions=reset_positions,
+            bos_id=BOS,
+            eos_id=EOS,
+            pad_id=PAD,
+        )
         want, units = brute_force(docs, T, mode, intra_doc, reset_positions)
         for k in want:
             assert got[k].dtype == np.int32 and got[k].shape == want[k].shape, k
@@ -103,13 +113,25 @@ def test_hand_built_layouts():
     docs = [[10, 11, 12], [20, 21], [30, 31, 32, 33, 34]]
     kw = dict(seq_len=6, intra_doc=True, reset_positions=True, bos_id=BOS, eos_id=EOS, pad_id=PAD)
     r = pack_documents(docs, mode="concat_bos", **kw)
-    assert r["tokens"].tolist() == [[1, 10, 11, 12, 2, 1], [21, 2, 1, 30, 31, 32], [34, 2, 0, 0, 0, 0]]
-    assert r["targets"].tolist() == [[10, 11, 12, 2, 1, 20], [2, 1, 30, 31, 32, 33], [2, 0, 0, 0, 0, 0]]
+    assert r["tokens"].tolist() == [
+        [1, 10, 11, 12, 2, 1],
+        [21, 2, 1, 30, 31, 32],
+        [34, 2, 0, 0, 0, 0],
+    ]
+    assert r["targets"].tolist() == [
+        [10, 11, 12, 2, 1, 20],
+        [2, 1, 30, 31, 32, 33],
+        [2, 0, 0, 0, 0, 0],
+    ]
     assert r["segment_ids"].tolist() == [[1, 1, 1, 1, 1, 2], [1, 1, 2, 2, 2, 2], [1, 1, 0, 0, 0, 0]]
     assert r["positions"].tolist() == [[0, 1, 2, 3, 4, 0], [0, 1, 0, 1, 2, 3], [0, 1, 0, 0, 0, 0]]
     assert r["loss_mask"].tolist() == [[1, 1, 1, 1, 0, 1], [1, 0, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0]]
     r = pack_documents(docs, mode="fixed_bos", **kw)
-    assert r["tokens"].tolist() == [[1, 10, 11, 12, 2, 20], [1, 2, 30, 31, 32, 33], [1, 2, 0, 0, 0, 0]]
+    assert r["tokens"].tolist() == [
+        [1, 10, 11, 12, 2, 20],
+        [1, 2, 30, 31, 32, 33],
+        [1, 2, 0, 0, 0, 0],
+    ]
     assert r["positions"].tolist() == [[0, 1, 2, 3, 4, 1], [0, 1, 1, 2, 3, 4], [0, 1, 0, 0, 0, 0]]
     r = pack_documents(docs, mode="none", **kw)
     assert r["tokens"].tolist()[2] == [1, 30, 31, 32, 33, 34]
@@ -123,11 +145,9 @@ def test_masks_from_segments_vs_hand_built():
     seg = np.array([[1, 1, 2, 2, 0]])
     T = True
     F = False
-    want = np.array([[[T, F, F, F, F],
-                      [T, T, F, F, F],
-                      [F, F, T, F, F],
-                      [F, F, T, T, F],
-                      [F, F, F, F, T]]])
+    want = np.array(
+        [[[T, F, F, F, F], [T, T, F, F, F], [F, F, T, F, F], [F, F, T, T, F], [F, F, F, F, T]]]
+    )
     np.testing.assert_array_equal(attention_mask_from_segments(seg, False), want)
     want_g = want.copy()
     want_g[:, :, 0] = True
@@ -136,8 +156,16 @@ def test_masks_from_segments_vs_hand_built():
 
 def test_fixed_bos_key0_visible_to_every_segment():
     rng = np.random.default_rng(3)
-    rows = pack_documents(random_docs(rng, 20), seq_len=32, mode="fixed_bos", intra_doc=True,
-                          reset_positions=True, bos_id=BOS, eos_id=EOS, pad_id=PAD)
+    rows = pack_documents(
+        random_docs(rng, 20),
+        seq_len=32,
+        mode="fixed_bos",
+        intra_doc=True,
+        reset_positions=True,
+        bos_id=BOS,
+        eos_id=EOS,
+        pad_id=PAD,
+    )
     assert (rows["tokens"][:, 0] == BOS).all()
     assert (rows["segment_ids"][:, 0] == 1).all()
     assert rows["segment_ids"].max() > 1  # several documents per row
