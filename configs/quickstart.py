@@ -10,6 +10,7 @@ CPU) and prints final sink rates and validation losses. One variant alone:
 from sinks_jax.train.config_base import base_config
 
 CONTEXTS = (32, 128, 512)  # training context lengths compared.
+TINY_ARG = "32"  # the CPU smoke-test variant.
 
 
 def variants(arg=None) -> dict[str, str]:
