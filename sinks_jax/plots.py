@@ -12,6 +12,7 @@ import os
 import textwrap
 from typing import Mapping, Sequence
 
+import matplotlib
 import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -132,13 +133,15 @@ def value_norms_sink_vs_rest(sink_vn_LxH: np.ndarray, rest_vn_LxH: np.ndarray,
     ax0.legend(fontsize=8)
     ax0.grid(alpha=0.3)
     ratio = sink_vn_LxH / np.where(rest_vn_LxH > 0, rest_vn_LxH, 1.0)
-    sc = ax1.scatter(np.asarray(scores_LxH).ravel(), ratio.ravel(),
-                     c=np.repeat(layers, H), cmap="viridis", s=14)
+    sc = ax1.scatter(np.asarray(scores_LxH).ravel(), ratio.ravel(), c=np.repeat(layers, H),
+                     cmap=matplotlib.colormaps["viridis"].resampled(max(L, 2)),
+                     vmin=-0.5, vmax=L - 0.5, s=14)
     ax1.axhline(1.0, color="0.5", lw=0.8, ls="--")
     if np.all(ratio > 0):
         ax1.set_yscale("log")
     ax1.set_xlabel("sink score alpha_0 of the head")
     ax1.set_ylabel("||v_0|| / mean ||v_j||, j > 0")
-    fig.colorbar(sc, ax=ax1, label="layer")
+    cbar = fig.colorbar(sc, ax=ax1, label="layer")
+    cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=10)
     return _save(fig, caption, path)
