@@ -430,6 +430,13 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
             rec["error"] = _error(exc)
         records.append(rec)
         _print_row(rec, ("case", "B", "T", "ms", "error"))
+    if args.profile:  # a device trace of the model's forward+backward, for xprof/TensorBoard
+        fn, fargs = cases["model_fwd_bwd"]
+        jax.profiler.start_trace(args.profile)
+        for _ in range(3):
+            jax.block_until_ready(fn(*fargs))
+        jax.profiler.stop_trace()
+        print(f"trace written under {args.profile}")
     fb = records[1].get("ms")
     if fb:
         tps = B * T / (fb / 1e3)
@@ -540,6 +547,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("mode", choices=("train", "attention", "analysis", "scaling", "breakdown"))
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
+    p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
     p.add_argument("--out", default=None, help="write the records as JSON here")
     p.add_argument("--backends", nargs="+", default=None)
     p.add_argument("--seq-lens", nargs="+", type=int, default=None)
