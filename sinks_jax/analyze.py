@@ -22,7 +22,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,59 +38,109 @@ from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.model import attention as attention_lib
 from sinks_jax.model.transformer import rope_inverse_frequencies
 
-
 # --------------------------------------------------------------------------- arguments
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sinks-jax analyze", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="sinks-jax analyze",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a training run's workdir (latest checkpoint is used)")
     src.add_argument("--hf", help="a Hugging Face checkpoint folder (config.json, safetensors)")
-    src.add_argument("--init-tiny", action="store_true",
-                     help="a freshly initialised tiny model (byte vocabulary): smoke tests")
+    src.add_argument(
+        "--init-tiny",
+        action="store_true",
+        help="a freshly initialised tiny model (byte vocabulary): smoke tests",
+    )
     prm = p.add_mutually_exclusive_group()
-    prm.add_argument("--prompts", help="prompt file: .txt (one prompt per line) or .jsonl with a "
-                                       "'text' field; default: the built-in set of 10 paragraphs")
-    prm.add_argument("--prompts-source",
-                     help="draw prompts from a data source spec (e.g. synthetic:bigram_backcopy, "
-                          "text:GLOB), its 'valid' split; 'run' = the --workdir run's source")
-    p.add_argument("--num-prompts", type=int, default=170,
-                   help="prompts drawn with --prompts-source (default 170, as the paper)")
+    prm.add_argument(
+        "--prompts",
+        help="prompt file: .txt (one prompt per line) or .jsonl with a "
+        "'text' field; default: the built-in set of 10 paragraphs",
+    )
+    prm.add_argument(
+        "--prompts-source",
+        help="draw prompts from a data source spec (e.g. synthetic:bigram_backcopy, "
+        "text:GLOB), its 'valid' split; 'run' = the --workdir run's source",
+    )
+    p.add_argument(
+        "--num-prompts",
+        type=int,
+        default=170,
+        help="prompts drawn with --prompts-source (default 170, as the paper)",
+    )
     p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence T (default 64)")
-    p.add_argument("--eps", type=float, nargs="+", default=[0.3, 0.8],
-                   help="sink-rate thresholds (default 0.3 0.8)")
+    p.add_argument(
+        "--eps",
+        type=float,
+        nargs="+",
+        default=[0.3, 0.8],
+        help="sink-rate thresholds (default 0.3 0.8)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    p.add_argument("--tokenizer", default="byte",
-                   help="tokenizer spec: 'byte' (default), 'sp:PATH.model' or "
-                        "'hf:PATH/tokenizer.json'; with --workdir the run's own tokenizer is "
-                        "used, with --hf the checkpoint's")
-    p.add_argument("--short", choices=("skip", "pad"), default="skip",
-                   help="prompts shorter than T: skip them (default) or pad at the end")
-    p.add_argument("--spread-len", type=int, default=128,
-                   help="text tokens of the perturbation prompt (default 128)")
-    p.add_argument("--spread-prompt", default=None,
-                   help="perturbation prompt (default: the Shakespeare paragraph; with "
-                        "--prompts-source, the first drawn prompt)")
-    p.add_argument("--swap", default=None,
-                   help="OLD=NEW: words to swap in the perturbation prompt (same tokenised "
-                        "length); @POS: replace the token at text position POS by the next "
-                        "token id. Default: greatest=best or a same-length synonym; with "
-                        "--prompts-source, @(n/2)")
-    p.add_argument("--jacobian-layers", choices=("last", "all"), default="last",
-                   help="hidden layers whose Jacobian is measured (default: last)")
-    p.add_argument("--jacobian-chunk", type=int, default=64,
-                   help="output directions per backward batch (lower it if memory is short)")
-    p.add_argument("--skip-jacobian", action="store_true",
-                   help="skip the Jacobian (D backward passes; slow on large models)")
-    p.add_argument("--no-bos", action="store_true",
-                   help="the tokenizer has no <bos>: analyse text only")
+    p.add_argument(
+        "--tokenizer",
+        default="byte",
+        help="tokenizer spec: 'byte' (default), 'sp:PATH.model' or "
+        "'hf:PATH/tokenizer.json'; with --workdir the run's own tokenizer is "
+        "used, with --hf the checkpoint's",
+    )
+    p.add_argument(
+        "--short",
+        choices=("skip", "pad"),
+        default="skip",
+        help="prompts shorter than T: skip them (default) or pad at the end",
+    )
+    p.add_argument(
+        "--spread-len",
+        type=int,
+        default=128,
+        help="text tokens of the perturbation prompt (default 128)",
+    )
+    p.add_argument(
+        "--spread-prompt",
+        default=None,
+        help="perturbation prompt (default: the Shakespeare paragraph; with "
+        "--prompts-source, the first drawn prompt)",
+    )
+    p.add_argument(
+        "--swap",
+        default=None,
+        help="OLD=NEW: words to swap in the perturbation prompt (same tokenised "
+        "length); @POS: replace the token at text position POS by the next "
+        "token id. Default: greatest=best or a same-length synonym; with "
+        "--prompts-source, @(n/2)",
+    )
+    p.add_argument(
+        "--jacobian-layers",
+        choices=("last", "all"),
+        default="last",
+        help="hidden layers whose Jacobian is measured (default: last)",
+    )
+    p.add_argument(
+        "--jacobian-chunk",
+        type=int,
+        default=64,
+        help="output directions per backward batch (lower it if memory is short)",
+    )
+    p.add_argument(
+        "--skip-jacobian",
+        action="store_true",
+        help="skip the Jacobian (D backward passes; slow on large models)",
+    )
+    p.add_argument(
+        "--no-bos", action="store_true", help="the tokenizer has no <bos>: analyse text only"
+    )
     p.add_argument("--out", required=True, help="output folder for report.json and figures")
     p.add_argument("--seed", type=int, default=0, help="init seed for --init-tiny")
     return p
 
 
 # --------------------------------------------------------------------------- tokenizers
+
 
 def load_tokenizer(spec: Any) -> Any:
     """A tokenizer from its spec (`byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`).
@@ -103,6 +154,7 @@ def load_tokenizer(spec: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- inputs
+
 
 def load_prompts(path: str | None) -> list[str]:
     """Prompts from a .txt (one per non-empty line) or .jsonl ('text' field) file, or built-ins."""
@@ -127,8 +179,10 @@ def load_prompts(path: str | None) -> list[str]:
             else:
                 texts.append(line)
     if not texts:
-        raise ValueError(f"--prompts {path!r} holds no prompts (empty or blank lines only); "
-                         "write one prompt per line, or omit --prompts for the built-in set.")
+        raise ValueError(
+            f"--prompts {path!r} holds no prompts (empty or blank lines only); "
+            "write one prompt per line, or omit --prompts for the built-in set."
+        )
     return texts
 
 
@@ -145,13 +199,21 @@ def prompts_from_source(spec: str, num: int, min_chars: int = 0) -> list[str]:
         if len(texts) == num or seen >= 100 * num:
             break
     if not texts:
-        raise ValueError(f"--prompts-source {spec!r}: no document of at least {min_chars} "
-                         f"characters among the first {seen}; use --short pad.")
+        raise ValueError(
+            f"--prompts-source {spec!r}: no document of at least {min_chars} "
+            f"characters among the first {seen}; use --short pad."
+        )
     return texts
 
 
-def make_sequences(token_lists: Sequence[Sequence[int]], seq_len: int, *, bos_id: int | None,
-                   pad_id: int, short: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def make_sequences(
+    token_lists: Sequence[Sequence[int]],
+    seq_len: int,
+    *,
+    bos_id: int | None,
+    pad_id: int,
+    short: str,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """int32 tokens `[N, T]`, float valid mask `[N, T]`, and the indices of the kept prompts.
 
     With `bos_id`, each row is `<bos>` + the first T-1 prompt tokens; otherwise the first T.
@@ -167,36 +229,56 @@ def make_sequences(token_lists: Sequence[Sequence[int]], seq_len: int, *, bos_id
         masks.append([1.0] * len(row) + [0.0] * (seq_len - len(row)))
         rows.append(row + [pad_id] * (seq_len - len(row)))
         kept.append(idx)
-    return np.asarray(rows, np.int32).reshape(-1, seq_len), \
-        np.asarray(masks, np.float32).reshape(-1, seq_len), kept
+    return (
+        np.asarray(rows, np.int32).reshape(-1, seq_len),
+        np.asarray(masks, np.float32).reshape(-1, seq_len),
+        kept,
+    )
 
 
 # --------------------------------------------------------------------------- model access
+
 
 def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | None]:
     """`(model, tokenizer, description, run_config or None)` from --workdir, --hf or --init-tiny."""
     if args.init_tiny:
         tok = load_tokenizer(args.tokenizer)
-        cfg = ModelConfig(vocab_size=tok.vocab_size, num_layers=2, d_model=32,
-                          num_heads=4, num_kv_heads=2, d_ff=64, attention="xla")
-        return Transformer(cfg, rngs=nnx.Rngs(args.seed)), tok, \
-            f"tiny random init (seed {args.seed})", None
+        cfg = ModelConfig(
+            vocab_size=tok.vocab_size,
+            num_layers=2,
+            d_model=32,
+            num_heads=4,
+            num_kv_heads=2,
+            d_ff=64,
+            attention="xla",
+        )
+        return (
+            Transformer(cfg, rngs=nnx.Rngs(args.seed)),
+            tok,
+            f"tiny random init (seed {args.seed})",
+            None,
+        )
     if args.hf:
         try:
             from sinks_jax import hf
         except ImportError as e:
-            raise RuntimeError(f"--hf needs sinks_jax.hf, which could not be imported ({e}).") from e
+            raise RuntimeError(
+                f"--hf needs sinks_jax.hf, which could not be imported ({e})."
+            ) from e
         model, tok = hf.load(args.hf)
         if tok is None and args.tokenizer == "byte":
-            raise FileNotFoundError(f"--hf {args.hf!r}: no tokenizer.json in the folder; pass "
-                                    "the model's tokenizer with --tokenizer hf:PATH/tokenizer.json.")
+            raise FileNotFoundError(
+                f"--hf {args.hf!r}: no tokenizer.json in the folder; pass "
+                "the model's tokenizer with --tokenizer hf:PATH/tokenizer.json."
+            )
         tok = tok if tok is not None else load_tokenizer(args.tokenizer)
         return model, load_tokenizer(tok), f"hf:{os.path.abspath(args.hf)}", None
     try:
         from sinks_jax.train import checkpoint
     except ImportError as e:
-        raise RuntimeError(f"--workdir needs sinks_jax.train.checkpoint, which could not be "
-                           f"imported ({e}).") from e
+        raise RuntimeError(
+            f"--workdir needs sinks_jax.train.checkpoint, which could not be imported ({e})."
+        ) from e
     if not os.path.isdir(args.workdir):
         raise FileNotFoundError(f"--workdir {args.workdir!r}: no such folder.")
     model, info = checkpoint.load_model(args.workdir)
@@ -220,8 +302,9 @@ def with_backend(model: Transformer, backend: str, dtype: str | None = None) -> 
     dtype = dtype or cfg.dtype
     if cfg.attention == backend and cfg.dtype == dtype:
         return model
-    abstract = nnx.eval_shape(lambda: Transformer(cfg.replace(attention=backend, dtype=dtype),
-                                                  rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(
+        lambda: Transformer(cfg.replace(attention=backend, dtype=dtype), rngs=nnx.Rngs(0))
+    )
     graphdef, _ = nnx.split(abstract)
     return nnx.merge(graphdef, nnx.state(model))
 
@@ -261,8 +344,9 @@ def residual_stream_fn(model: Transformer):
     return forward_fn, params
 
 
-def received_attention_model(model: Transformer, hidden_Lp1xBxTxD: jax.Array,
-                             valid_BxT: jax.Array) -> jax.Array:
+def received_attention_model(
+    model: Transformer, hidden_Lp1xBxTxD: jax.Array, valid_BxT: jax.Array
+) -> jax.Array:
     """`[L, B, H, T]` attention each key receives from the valid queries, layer by layer.
 
     Recomputes every layer's q, k, v from its input (`hidden[l]`) and takes one VJP through
@@ -271,9 +355,14 @@ def received_attention_model(model: Transformer, hidden_Lp1xBxTxD: jax.Array,
     cfg = model.config
     B, T = valid_BxT.shape
     positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-    scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_size ** -0.5
-    attend = functools.partial(attention_lib.attention, backend=cfg.attention, scale=scale,
-                               global_first_key=cfg.global_first_key, block_size=cfg.block_size)
+    scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_size**-0.5
+    attend = functools.partial(
+        attention_lib.attention,
+        backend=cfg.attention,
+        scale=scale,
+        global_first_key=cfg.global_first_key,
+        block_size=cfg.block_size,
+    )
     inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
     graphdef, layer_state = nnx.split(model.layers)
 
@@ -287,12 +376,15 @@ def received_attention_model(model: Transformer, hidden_Lp1xBxTxD: jax.Array,
 
 # --------------------------------------------------------------------------- measurements
 
-def batch_statistics(model: Transformer, tokens_BxT: jax.Array, valid_BxT: jax.Array
-                     ) -> dict[str, jax.Array]:
+
+def batch_statistics(
+    model: Transformer, tokens_BxT: jax.Array, valid_BxT: jax.Array
+) -> dict[str, jax.Array]:
     """Per-sequence sink and value statistics of one batch (padding excluded)."""
     cfg = model.config
-    collect = ["sink_attn", "hidden", "value_norms"] + (["attn_probs"] if cfg.attention == "xla"
-                                                        else [])
+    collect = ["sink_attn", "hidden", "value_norms"] + (
+        ["attn_probs"] if cfg.attention == "xla" else []
+    )
     _, aux = model(tokens_BxT, collect=tuple(collect))
     n_B = jnp.sum(valid_BxT, axis=1)
     w = valid_BxT[None, :, None, :]
@@ -317,13 +409,19 @@ def batch_statistics(model: Transformer, tokens_BxT: jax.Array, valid_BxT: jax.A
 _batch_statistics_jit = nnx.jit(batch_statistics)  # one trace cache for every layout and call
 
 
-def sink_report(model: Transformer, tokens_NxT: np.ndarray, valid_NxT: np.ndarray,
-                eps_values: Sequence[float], batch_size: int, desc: str) -> dict[str, Any]:
+def sink_report(
+    model: Transformer,
+    tokens_NxT: np.ndarray,
+    valid_NxT: np.ndarray,
+    eps_values: Sequence[float],
+    batch_size: int,
+    desc: str,
+) -> dict[str, Any]:
     """Sink rates, scores, received attention, value norms and collapse over all sequences."""
     parts: list[dict[str, np.ndarray]] = []
     N = tokens_NxT.shape[0]
     for start in tqdm(range(0, N, batch_size), desc=desc, unit="batch", leave=False):
-        tok, val = tokens_NxT[start:start + batch_size], valid_NxT[start:start + batch_size]
+        tok, val = tokens_NxT[start : start + batch_size], valid_NxT[start : start + batch_size]
         pad = batch_size - tok.shape[0]  # pad the last batch to keep one compiled shape
         if pad:
             tok = np.concatenate([tok, np.repeat(tok[:1], pad, 0)])
@@ -336,27 +434,33 @@ def sink_report(model: Transformer, tokens_NxT: np.ndarray, valid_NxT: np.ndarra
     full = valid_NxT.all(axis=1)  # collapse measures only on unpadded sequences
     out: dict[str, Any] = {
         "num_sequences": int(N),
-        "sink_rate_percent": {f"{e:g}": 100 * float(analysis.sink_rate(scores, e))
-                              for e in eps_values},
+        "sink_rate_percent": {
+            f"{e:g}": 100 * float(analysis.sink_rate(scores, e)) for e in eps_values
+        },
         "sink_rate_per_layer_percent": {
             f"{e:g}": (100 * np.asarray(analysis.sink_rate_per_layer(scores, e))).tolist()
-            for e in eps_values},
+            for e in eps_values
+        },
         "sink_rate_per_head_percent": {
             f"{e:g}": (100 * np.asarray(analysis.sink_rate_per_head(scores, e))).tolist()
-            for e in eps_values},
+            for e in eps_values
+        },
         "sink_score_mean_LxH": scores.mean(axis=1).tolist(),
         "sink_score_per_sequence_LxNxH": scores.tolist(),
         "received_alpha_mean_LxHxT": cat["alpha_LxBxHxT"].mean(axis=1).tolist(),
         "received_alpha_mean_T": cat["alpha_LxBxHxT"].mean(axis=(0, 1, 2)).tolist(),
         # alpha_0 two ways: sink column from the LSE vs the VJP through the backend.
         "received_vs_column_max_abs_diff": float(
-            np.abs(cat["alpha_LxBxHxT"][..., 0] - scores).max()),
+            np.abs(cat["alpha_LxBxHxT"][..., 0] - scores).max()
+        ),
         "value_norm_sink_LxH": cat["sink_vn_LxBxH"].mean(axis=1).tolist(),
         "value_norm_rest_LxH": cat["rest_vn_LxBxH"].mean(axis=1).tolist(),
-        "rank_collapse_Lp1": (cat["rank_collapse_Lp1xB"][:, full].mean(axis=1).tolist()
-                              if full.any() else None),
-        "representational_collapse_Lp1": (cat["repr_collapse_Lp1xB"][:, full].mean(axis=1)
-                                          .tolist() if full.any() else None),
+        "rank_collapse_Lp1": (
+            cat["rank_collapse_Lp1xB"][:, full].mean(axis=1).tolist() if full.any() else None
+        ),
+        "representational_collapse_Lp1": (
+            cat["repr_collapse_Lp1xB"][:, full].mean(axis=1).tolist() if full.any() else None
+        ),
     }
     if "entropy_LxBxH" in cat:
         out["attention_entropy_nats_LxH"] = cat["entropy_LxBxH"].mean(axis=1).tolist()
@@ -395,9 +499,11 @@ def choose_swap(tok: Any, text: str, swap: str | None) -> tuple[str, str, list[i
         if len(swapped) == len(base) and swapped != base:
             return old, new, base, swapped
         lengths[new] = len(swapped)
-    raise ValueError(f"--swap: no replacement for {old!r} keeps the tokenised length "
-                     f"{len(base)} (got {lengths}); pass --swap {old}=WORD with a word of the "
-                     "same token count.")
+    raise ValueError(
+        f"--swap: no replacement for {old!r} keeps the tokenised length "
+        f"{len(base)} (got {lengths}); pass --swap {old}=WORD with a word of the "
+        "same token count."
+    )
 
 
 def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dict[str, Any]:
@@ -408,8 +514,10 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
     base, swapped = base[:n], swapped[:n]
     changed = [i for i in range(n) if base[i] != swapped[i]]
     if not changed:
-        raise ValueError(f"--spread-len {args.spread_len}: the swapped word lies beyond the "
-                         f"first {n} tokens; raise --spread-len.")
+        raise ValueError(
+            f"--spread-len {args.spread_len}: the swapped word lies beyond the "
+            f"first {n} tokens; raise --spread-len."
+        )
     pos = changed[0]
     hidden_fn = nnx.jit(lambda m, t: m(t, collect=("hidden",))[1]["hidden"])
 
@@ -420,8 +528,12 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
         return np.asarray(analysis.drop_prefix(div[:, 0], len(prefix)))
 
     out: dict[str, Any] = {
-        "prompt": text, "old": old, "new": new, "num_text_tokens": n,
-        "swap_position": pos, "changed_positions": changed,
+        "prompt": text,
+        "old": old,
+        "new": new,
+        "num_text_tokens": n,
+        "swap_position": pos,
+        "changed_positions": changed,
         "divergence_without_bos_Lp1xT": divergence([]).tolist(),
     }
     if bos_id is not None:
@@ -441,11 +553,12 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
     emb = hidden_fn(xla_model, tokens)[0, 0]  # [T, D]
     target = len(seq) - 1
     layers = None if args.jacobian_layers == "all" else [-1]
-    sens = jax.jit(functools.partial(analysis.jacobian_sensitivity, forward_fn,
-                                     layers=layers, chunk_size=args.jacobian_chunk)
-                   )(params, emb, target)
-    probs = nnx.jit(lambda m, t: m(t, collect=("attn_probs",))[1]["attn_probs"])(xla_model,
-                                                                                 tokens)
+    sens = jax.jit(
+        functools.partial(
+            analysis.jacobian_sensitivity, forward_fn, layers=layers, chunk_size=args.jacobian_chunk
+        )
+    )(params, emb, target)
+    probs = nnx.jit(lambda m, t: m(t, collect=("attn_probs",))[1]["attn_probs"])(xla_model, tokens)
     bound = analysis.path_bound(probs)[0, target]
     out["jacobian"] = {
         "sequence": "with_bos" if bos_id is not None else "text_only",
@@ -460,6 +573,7 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
 
 # --------------------------------------------------------------------------- main
 
+
 def _caption(settings: dict[str, Any]) -> str:
     keys = ("model", "seq_len", "num_sequences", "short", "eps")
     return "  ".join(f"{k}={settings[k]}" for k in keys if k in settings)
@@ -471,32 +585,57 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
     main_key = "with_bos" if "with_bos" in report["sinks"] else "text_only"
     sinks = report["sinks"][main_key]
     paths = [
-        plots.sink_score_heatmap(np.asarray(sinks["sink_score_mean_LxH"]),
-                                 os.path.join(out_dir, "sink_scores.png"), caption=cap,
-                                 title=f"Sink score alpha_0 ({main_key}, mean over prompts)"),
+        plots.sink_score_heatmap(
+            np.asarray(sinks["sink_score_mean_LxH"]),
+            os.path.join(out_dir, "sink_scores.png"),
+            caption=cap,
+            title=f"Sink score alpha_0 ({main_key}, mean over prompts)",
+        ),
         plots.sink_rate_per_layer(
-            {float(e): np.asarray(r) / 100 for e, r in sinks["sink_rate_per_layer_percent"].items()},
-            os.path.join(out_dir, "sink_rate_per_layer.png"), caption=cap,
-            title=f"Sink rate per layer ({main_key})"),
+            {
+                float(e): np.asarray(r) / 100
+                for e, r in sinks["sink_rate_per_layer_percent"].items()
+            },
+            os.path.join(out_dir, "sink_rate_per_layer.png"),
+            caption=cap,
+            title=f"Sink rate per layer ({main_key})",
+        ),
         plots.value_norms_sink_vs_rest(
-            np.asarray(sinks["value_norm_sink_LxH"]), np.asarray(sinks["value_norm_rest_LxH"]),
-            np.asarray(sinks["sink_score_mean_LxH"]), os.path.join(out_dir, "value_norms.png"),
-            caption=cap),
+            np.asarray(sinks["value_norm_sink_LxH"]),
+            np.asarray(sinks["value_norm_rest_LxH"]),
+            np.asarray(sinks["sink_score_mean_LxH"]),
+            os.path.join(out_dir, "value_norms.png"),
+            caption=cap,
+        ),
     ]
     spread = report["spread"]
     without = np.asarray(spread["divergence_without_bos_Lp1xT"])
     with_bos = np.asarray(spread.get("divergence_with_bos_Lp1xT", np.zeros_like(without)))
-    spread_cap = cap + f"  swap '{spread['old']}'->'{spread['new']}' at token {spread['swap_position']}"
-    paths.append(plots.spread_heatmaps(with_bos, without, os.path.join(out_dir, "spread.png"),
-                                       swap_position=spread["swap_position"],
-                                       token_labels=spread["token_labels"], caption=spread_cap))
+    spread_cap = (
+        cap + f"  swap '{spread['old']}'->'{spread['new']}' at token {spread['swap_position']}"
+    )
+    paths.append(
+        plots.spread_heatmaps(
+            with_bos,
+            without,
+            os.path.join(out_dir, "spread.png"),
+            swap_position=spread["swap_position"],
+            token_labels=spread["token_labels"],
+            caption=spread_cap,
+        )
+    )
     jac = spread.get("jacobian")
     if jac is None:
         return paths
-    paths.append(plots.sensitivity_vs_bound(
-        np.asarray(jac["sensitivity_NxT"])[-1], np.asarray(jac["path_bound_T"]), jac["target"],
-        os.path.join(out_dir, "jacobian_vs_path_bound.png"),
-        caption=cap + f"  sequence={jac['sequence']}"))
+    paths.append(
+        plots.sensitivity_vs_bound(
+            np.asarray(jac["sensitivity_NxT"])[-1],
+            np.asarray(jac["path_bound_T"]),
+            jac["target"],
+            os.path.join(out_dir, "jacobian_vs_path_bound.png"),
+            caption=cap + f"  sequence={jac['sequence']}",
+        )
+    )
     return paths
 
 
@@ -526,32 +665,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     token_lists = [tok.encode(t) for t in texts]
     max_id = max((max(t) for t in token_lists if t), default=-1)
     if max_id >= cfg.vocab_size or (bos_id is not None and bos_id >= cfg.vocab_size):
-        raise ValueError(f"tokenizer/model mismatch: token id {max(max_id, bos_id or 0)} >= "
-                         f"model vocab_size {cfg.vocab_size}; pass the tokenizer the model was "
-                         f"trained with (--tokenizer, now {args.tokenizer!r}).")
+        raise ValueError(
+            f"tokenizer/model mismatch: token id {max(max_id, bos_id or 0)} >= "
+            f"model vocab_size {cfg.vocab_size}; pass the tokenizer the model was "
+            f"trained with (--tokenizer, now {args.tokenizer!r})."
+        )
 
     choose_swap(tok, args.spread_prompt or builtin_prompts.SHAKESPEARE, args.swap)  # fail early
     layouts = {"text_only": None} if bos_id is None else {"with_bos": bos_id, "text_only": None}
     settings = {
-        "model": model_desc, "model_config": cfg.to_dict(), "seq_len": args.seq_len,
-        "eps": list(args.eps), "batch_size": args.batch_size, "short": args.short,
-        "tokenizer": args.tokenizer if not args.hf else "hf", "bos_id": bos_id,
+        "model": model_desc,
+        "model_config": cfg.to_dict(),
+        "seq_len": args.seq_len,
+        "eps": list(args.eps),
+        "batch_size": args.batch_size,
+        "short": args.short,
+        "tokenizer": args.tokenizer if not args.hf else "hf",
+        "bos_id": bos_id,
         "prompts": args.prompts or (f"source:{spec}" if spec else "built-in"),
         "num_prompts": len(texts),
-        "layouts": {"with_bos": "<bos> + first T-1 prompt tokens",
-                    "text_only": "first T prompt tokens"},
-        "jax_version": jax.__version__, "backend": jax.default_backend(),
+        "layouts": {
+            "with_bos": "<bos> + first T-1 prompt tokens",
+            "text_only": "first T prompt tokens",
+        },
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
     }
     report: dict[str, Any] = {"settings": settings, "sinks": {}}
     for name, prefix in tqdm(layouts.items(), desc="sinks", unit="layout"):
-        tokens, valid, kept = make_sequences(token_lists, args.seq_len, bos_id=prefix,
-                                             pad_id=int(getattr(tok, "pad_id", 0) or 0),
-                                             short=args.short)
+        tokens, valid, kept = make_sequences(
+            token_lists,
+            args.seq_len,
+            bos_id=prefix,
+            pad_id=int(getattr(tok, "pad_id", 0) or 0),
+            short=args.short,
+        )
         if not kept:
             lengths = sorted(len(t) for t in token_lists)
-            raise ValueError(f"all {len(texts)} prompts are shorter than --seq-len "
-                             f"{args.seq_len} tokens (lengths {lengths[:5]}...{lengths[-1]}); "
-                             "use --short pad or a smaller --seq-len.")
+            raise ValueError(
+                f"all {len(texts)} prompts are shorter than --seq-len "
+                f"{args.seq_len} tokens (lengths {lengths[:5]}...{lengths[-1]}); "
+                "use --short pad or a smaller --seq-len."
+            )
         res = sink_report(model, tokens, valid, args.eps, args.batch_size, desc=name)
         res["kept_prompt_indices"] = kept
         report["sinks"][name] = res

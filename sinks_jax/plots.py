@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -28,15 +28,21 @@ def _save(fig: Figure, caption: str, path: str) -> str:
     return path
 
 
-def sink_score_heatmap(scores_LxH: np.ndarray, path: str, *, caption: str = "",
-                       title: str = "Sink score of the first token (mean over prompts)") -> str:
+def sink_score_heatmap(
+    scores_LxH: np.ndarray,
+    path: str,
+    *,
+    caption: str = "",
+    title: str = "Sink score of the first token (mean over prompts)",
+) -> str:
     """Layer x head heatmap of sink scores alpha_0 in [0, 1]."""
     scores_LxH = np.asarray(scores_LxH)
     L, H = scores_LxH.shape
     fig = Figure(figsize=(max(5.5, 0.45 * H + 2.5), max(3.2, 0.3 * L + 1.8)), layout="constrained")
     ax = fig.add_subplot()
-    im = ax.imshow(scores_LxH, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
-                   interpolation="nearest")
+    im = ax.imshow(
+        scores_LxH, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest"
+    )
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     if H <= 32:
@@ -48,8 +54,13 @@ def sink_score_heatmap(scores_LxH: np.ndarray, path: str, *, caption: str = "",
     return _save(fig, caption, path)
 
 
-def sink_rate_per_layer(rates_by_eps: Mapping[float, Sequence[float]], path: str, *,
-                        caption: str = "", title: str = "Sink rate per layer") -> str:
+def sink_rate_per_layer(
+    rates_by_eps: Mapping[float, Sequence[float]],
+    path: str,
+    *,
+    caption: str = "",
+    title: str = "Sink rate per layer",
+) -> str:
     """Line plot: percentage of heads with alpha_0 > eps in each layer, one line per eps."""
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
@@ -66,10 +77,16 @@ def sink_rate_per_layer(rates_by_eps: Mapping[float, Sequence[float]], path: str
     return _save(fig, caption, path)
 
 
-def spread_heatmaps(div_with_LxT: np.ndarray, div_without_LxT: np.ndarray, path: str, *,
-                    swap_position: int | None = None, token_labels: Sequence[str] | None = None,
-                    caption: str = "",
-                    title: str = "Perturbation spread ||v - v'|| (layer x token)") -> str:
+def spread_heatmaps(
+    div_with_LxT: np.ndarray,
+    div_without_LxT: np.ndarray,
+    path: str,
+    *,
+    swap_position: int | None = None,
+    token_labels: Sequence[str] | None = None,
+    caption: str = "",
+    title: str = "Perturbation spread ||v - v'|| (layer x token)",
+) -> str:
     """Two heatmaps with one shared log colour scale: with `<bos>` (its row dropped) and without."""
     a, b = np.asarray(div_with_LxT, np.float64), np.asarray(div_without_LxT, np.float64)
     positive = np.concatenate([a[a > 0], b[b > 0]])
@@ -80,8 +97,14 @@ def spread_heatmaps(div_with_LxT: np.ndarray, div_without_LxT: np.ndarray, path:
     fig = Figure(figsize=(min(14.0, max(8.0, 0.12 * T * 2 + 3)), 4.0), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, data, name in ((axes[0], a, "with <bos>"), (axes[1], b, "without <bos>")):
-        im = ax.imshow(np.where(data > 0, data, np.nan), norm=norm, cmap="magma", aspect="auto",
-                       interpolation="nearest", origin="lower")
+        im = ax.imshow(
+            np.where(data > 0, data, np.nan),
+            norm=norm,
+            cmap="magma",
+            aspect="auto",
+            interpolation="nearest",
+            origin="lower",
+        )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("text token position")
         if swap_position is not None:
@@ -96,9 +119,15 @@ def spread_heatmaps(div_with_LxT: np.ndarray, div_without_LxT: np.ndarray, path:
     return _save(fig, caption, path)
 
 
-def sensitivity_vs_bound(sensitivity_T: np.ndarray, bound_T: np.ndarray, target: int, path: str,
-                         *, caption: str = "",
-                         title: str = "Jacobian sensitivity vs path bound") -> str:
+def sensitivity_vs_bound(
+    sensitivity_T: np.ndarray,
+    bound_T: np.ndarray,
+    target: int,
+    path: str,
+    *,
+    caption: str = "",
+    title: str = "Jacobian sensitivity vs path bound",
+) -> str:
     """Log-scale lines over source position i <= target, each normalised by its own maximum."""
     s = np.asarray(sensitivity_T, np.float64)[: target + 1]
     p = np.asarray(bound_T, np.float64)[: target + 1]
@@ -106,8 +135,13 @@ def sensitivity_vs_bound(sensitivity_T: np.ndarray, bound_T: np.ndarray, target:
     ax = fig.add_subplot()
     pos = np.arange(target + 1)
     ax.semilogy(pos, s / max(s.max(), 1e-30), marker=".", label="||d v_j^(L) / d v_i^(0)||_F")
-    ax.semilogy(pos, p / max(p.max(), 1e-30), marker=".", ls="--",
-                label="path sum (prod_l (sum_h A_l + I))[j, i]")
+    ax.semilogy(
+        pos,
+        p / max(p.max(), 1e-30),
+        marker=".",
+        ls="--",
+        label="path sum (prod_l (sum_h A_l + I))[j, i]",
+    )
     ax.set_xlabel(f"source position i (target j = {target})")
     ax.set_ylabel("value / its maximum (log)")
     ax.set_title(title, fontsize=10)
@@ -116,9 +150,15 @@ def sensitivity_vs_bound(sensitivity_T: np.ndarray, bound_T: np.ndarray, target:
     return _save(fig, caption, path)
 
 
-def value_norms_sink_vs_rest(sink_vn_LxH: np.ndarray, rest_vn_LxH: np.ndarray,
-                             scores_LxH: np.ndarray, path: str, *, caption: str = "",
-                             title: str = "Value norms: sink token vs the rest") -> str:
+def value_norms_sink_vs_rest(
+    sink_vn_LxH: np.ndarray,
+    rest_vn_LxH: np.ndarray,
+    scores_LxH: np.ndarray,
+    path: str,
+    *,
+    caption: str = "",
+    title: str = "Value norms: sink token vs the rest",
+) -> str:
     """Left: per-layer mean ||W_V x|| of token 0 vs other tokens. Right: per head, ratio vs alpha_0."""
     sink_vn_LxH, rest_vn_LxH = np.asarray(sink_vn_LxH), np.asarray(rest_vn_LxH)
     L, H = sink_vn_LxH.shape
@@ -133,9 +173,15 @@ def value_norms_sink_vs_rest(sink_vn_LxH: np.ndarray, rest_vn_LxH: np.ndarray,
     ax0.legend(fontsize=8)
     ax0.grid(alpha=0.3)
     ratio = sink_vn_LxH / np.where(rest_vn_LxH > 0, rest_vn_LxH, 1.0)
-    sc = ax1.scatter(np.asarray(scores_LxH).ravel(), ratio.ravel(), c=np.repeat(layers, H),
-                     cmap=matplotlib.colormaps["viridis"].resampled(max(L, 2)),
-                     vmin=-0.5, vmax=L - 0.5, s=14)
+    sc = ax1.scatter(
+        np.asarray(scores_LxH).ravel(),
+        ratio.ravel(),
+        c=np.repeat(layers, H),
+        cmap=matplotlib.colormaps["viridis"].resampled(max(L, 2)),
+        vmin=-0.5,
+        vmax=L - 0.5,
+        s=14,
+    )
     ax1.axhline(1.0, color="0.5", lw=0.8, ls="--")
     if np.all(ratio > 0):
         ax1.set_yscale("log")

@@ -70,11 +70,13 @@ def test_functions_vmap_over_an_extra_axis():
     attn_NxLxBxHxTxT = random_causal_maps(rng, (3, 2, 1, 2), 6).astype(np.float32)
     got = jax.vmap(lambda a: analysis.sink_scores(a, key=2))(attn_NxLxBxHxTxT)
     for n in range(3):
-        np.testing.assert_allclose(np.asarray(got[n]), gu_scores_reference(attn_NxLxBxHxTxT[n], 2),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(got[n]), gu_scores_reference(attn_NxLxBxHxTxT[n], 2), rtol=1e-5
+        )
     bounds = jax.vmap(analysis.path_bound)(attn_NxLxBxHxTxT)
-    np.testing.assert_allclose(np.asarray(bounds[1]),
-                               np.asarray(analysis.path_bound(attn_NxLxBxHxTxT[1])), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(bounds[1]), np.asarray(analysis.path_bound(attn_NxLxBxHxTxT[1])), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -107,7 +109,7 @@ def test_sink_rate_thresholds_each_sequence_not_the_average():
 
 def numpy_attention_probs(q, k, v_unused=None):
     """[B,T,H,D] x [B,T,K,D] -> probs [B,H,T,T], causal, GQA head h -> kv head h // (H//K)."""
-    B, T, H, D = q.shape
+    T, H, D = q.shape[1:]
     K = k.shape[2]
     kk = np.repeat(k, H // K, axis=2)
     s = np.einsum("bihd,bjhd->bhij", q, kk) / np.sqrt(D)

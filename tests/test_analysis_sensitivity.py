@@ -10,8 +10,10 @@ from sinks_jax import analysis
 
 def toy_params(D, L, seed=0):
     rng = np.random.default_rng(seed)
-    return {name: jnp.asarray(rng.normal(size=(L, D, D)) / np.sqrt(D))
-            for name in ("wq", "wk", "wv", "wm")}
+    return {
+        name: jnp.asarray(rng.normal(size=(L, D, D)) / np.sqrt(D))
+        for name in ("wq", "wk", "wv", "wm")
+    }
 
 
 def toy_forward(params, emb_BxTxD):
@@ -41,8 +43,9 @@ def finite_difference_sensitivity(params, emb_TxD, target, h=1e-5):
             fp = np.asarray(toy_forward(params, jnp.asarray(e_plus)[None]))[:, 0, target]
             fm = np.asarray(toy_forward(params, jnp.asarray(e_minus)[None]))[:, 0, target]
             cols[i, d] = (fp - fm) / (2 * h)  # [L+1, D]
-    return np.stack([np.sqrt(sum((cols[i, d] ** 2).sum(-1) for d in range(D)))
-                     for i in range(T)], axis=-1)
+    return np.stack(
+        [np.sqrt(sum((cols[i, d] ** 2).sum(-1) for d in range(D))) for i in range(T)], axis=-1
+    )
 
 
 @pytest.mark.parametrize("chunk_size", [5, 64])
@@ -52,16 +55,22 @@ def test_jacobian_sensitivity_matches_finite_differences_float64(chunk_size):
         params = toy_params(D, L)
         emb = np.random.default_rng(1).normal(size=(T, D))
         want = finite_difference_sensitivity(params, emb, target)
-        got = np.asarray(analysis.jacobian_sensitivity(
-            toy_forward, params, jnp.asarray(emb), target, chunk_size=chunk_size))
+        got = np.asarray(
+            analysis.jacobian_sensitivity(
+                toy_forward, params, jnp.asarray(emb), target, chunk_size=chunk_size
+            )
+        )
         assert got.shape == (L + 1, T)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-8)
         # Causality: tokens after the target have exactly zero influence.
-        assert (got[:, target + 1:] == 0.0).all()
+        assert (got[:, target + 1 :] == 0.0).all()
         # Layer 0 is the identity at the target.
         np.testing.assert_allclose(got[0], np.sqrt(D) * (np.arange(T) == target))
-        last = np.asarray(analysis.jacobian_sensitivity(
-            toy_forward, params, jnp.asarray(emb)[None], target, layers=[-1], chunk_size=3))
+        last = np.asarray(
+            analysis.jacobian_sensitivity(
+                toy_forward, params, jnp.asarray(emb)[None], target, layers=[-1], chunk_size=3
+            )
+        )
         np.testing.assert_allclose(last[0], want[-1], rtol=1e-3, atol=1e-8)
 
 
@@ -69,8 +78,7 @@ def test_jacobian_sensitivity_jits_float32():
     T, D, L = 6, 4, 2
     params = jax.tree.map(lambda a: a.astype(jnp.float32), toy_params(D, L, seed=2))
     emb = jnp.asarray(np.random.default_rng(3).normal(size=(T, D)), jnp.float32)
-    f = jax.jit(lambda p, e, t: analysis.jacobian_sensitivity(toy_forward, p, e, t,
-                                                              chunk_size=4))
+    f = jax.jit(lambda p, e, t: analysis.jacobian_sensitivity(toy_forward, p, e, t, chunk_size=4))
     got = np.asarray(f(params, emb, 2))
     assert got.shape == (L + 1, T)
     assert (got[:, 3:] == 0).all() and (got[1:, :3] > 0).all()

@@ -1,7 +1,6 @@
 """`sinks-jax analyze` end to end on a tiny random model, and its model-level helpers."""
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +16,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def tiny_model(attention="xla", seed=0):
-    cfg = ModelConfig(vocab_size=259, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
-                      d_ff=64, attention=attention)
+    cfg = ModelConfig(
+        vocab_size=259,
+        num_layers=2,
+        d_model=32,
+        num_heads=4,
+        num_kv_heads=2,
+        d_ff=64,
+        attention=attention,
+    )
     return Transformer(cfg, rngs=nnx.Rngs(seed))
 
 
@@ -27,9 +33,25 @@ def test_analyze_end_to_end(tmp_path):
     lines = [{"text": prompts.DEFAULT_PROMPTS[i]} for i in range(3)] + [{"text": "short"}]
     prompt_file.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
     out = tmp_path / "report"
-    rc = analyze.main(["--init-tiny", "--prompts", str(prompt_file), "--seq-len", "24",
-                       "--batch-size", "2", "--spread-len", "100", "--out", str(out),
-                       "--jacobian-layers", "all", "--jacobian-chunk", "16"])
+    rc = analyze.main(
+        [
+            "--init-tiny",
+            "--prompts",
+            str(prompt_file),
+            "--seq-len",
+            "24",
+            "--batch-size",
+            "2",
+            "--spread-len",
+            "100",
+            "--out",
+            str(out),
+            "--jacobian-layers",
+            "all",
+            "--jacobian-chunk",
+            "16",
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     L, H, T = 2, 4, 24
@@ -58,6 +80,7 @@ def test_analyze_end_to_end(tmp_path):
     assert sens[0, -1] == pytest.approx(np.sqrt(32), rel=1e-5)  # identity at layer 0
     assert len(report["figures"]) == 5
     import matplotlib.image
+
     for name in report["figures"]:
         data = (out / name).read_bytes()
         assert data[:8] == PNG_MAGIC, name
@@ -75,8 +98,12 @@ def test_analyze_errors(tmp_path, capsys):
     assert analyze.main(["--init-tiny", "--prompts", str(short), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "shorter than --seq-len 64" in err and "--short pad" in err
-    assert analyze.main(["--init-tiny", "--prompts", str(tmp_path / "nope.txt"),
-                         "--out", str(tmp_path)]) == 2
+    assert (
+        analyze.main(
+            ["--init-tiny", "--prompts", str(tmp_path / "nope.txt"), "--out", str(tmp_path)]
+        )
+        == 2
+    )
     assert "no such file" in capsys.readouterr().err
     assert analyze.main(["--init-tiny", "--swap", "greatest", "--out", str(tmp_path)]) == 2
     assert "OLD=NEW" in capsys.readouterr().err
@@ -91,13 +118,14 @@ def test_padding_is_excluded_from_sink_scores():
     stats = analyze.batch_statistics(model, jnp.asarray(tokens), jnp.asarray(valid))
     for b, n in ((0, 12), (1, 8)):
         # Reference: the unpadded sequence alone, Gu's alpha_0 over its n queries (numpy).
-        _, aux = model(jnp.asarray(tokens[b:b + 1, :n]), collect=("attn_probs",))
+        _, aux = model(jnp.asarray(tokens[b : b + 1, :n]), collect=("attn_probs",))
         probs = np.asarray(aux["attn_probs"], np.float64)[:, 0]  # [L, H, n, n]
         want = probs[..., :, 0].mean(-1)
         np.testing.assert_allclose(np.asarray(stats["scores_LxBxH"])[:, b], want, rtol=1e-5)
         want_alpha = probs.sum(-2) / (n - np.arange(n))
-        np.testing.assert_allclose(np.asarray(stats["alpha_LxBxHxT"])[:, b, :, :n], want_alpha,
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(stats["alpha_LxBxHxT"])[:, b, :, :n], want_alpha, rtol=1e-4, atol=1e-6
+        )
     _, _, kept = analyze.make_sequences(lists, 12, bos_id=1, pad_id=0, short="skip")
     assert kept == [0]
 
@@ -120,8 +148,7 @@ def test_residual_stream_fn_is_differentiable_and_matches_model():
     _, aux = model(tokens, collect=("hidden",))
     forward_fn, params = analyze.residual_stream_fn(model)
     hidden = forward_fn(params, aux["hidden"][0])
-    np.testing.assert_allclose(np.asarray(hidden), np.asarray(aux["hidden"]), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(hidden), np.asarray(aux["hidden"]), rtol=1e-5, atol=1e-6)
     grad = jax.grad(lambda e: forward_fn(params, e)[-1, 0, 3].sum())(aux["hidden"][0])
     g = np.abs(np.asarray(grad[0])).sum(-1)
     assert (g[:4] > 0).all() and (g[4:] == 0).all()
@@ -131,15 +158,37 @@ def test_analyze_reads_a_training_workdir(tmp_path):
     checkpoint = pytest.importorskip("sinks_jax.train.checkpoint")
     model = tiny_model(seed=3)
     workdir = str(tmp_path / "run")
-    checkpoint.write_run_config(workdir, {"model": model.config.to_dict(),
-                                          "data": {"tokenizer": "byte"}})
+    checkpoint.write_run_config(
+        workdir, {"model": model.config.to_dict(), "data": {"tokenizer": "byte"}}
+    )
     ckpt = checkpoint.Checkpointer(workdir, async_save=False)
-    ckpt.save(5, nnx.to_pure_dict(nnx.state(model)), {"count": jnp.zeros((), jnp.int32)},
-              {"step": 5}, force=True)
+    ckpt.save(
+        5,
+        nnx.to_pure_dict(nnx.state(model)),
+        {"count": jnp.zeros((), jnp.int32)},
+        {"step": 5},
+        force=True,
+    )
     ckpt.close()
     out = tmp_path / "report"
-    assert analyze.main(["--workdir", workdir, "--seq-len", "16", "--batch-size", "4",
-                         "--spread-len", "100", "--skip-jacobian", "--out", str(out)]) == 0
+    assert (
+        analyze.main(
+            [
+                "--workdir",
+                workdir,
+                "--seq-len",
+                "16",
+                "--batch-size",
+                "4",
+                "--spread-len",
+                "100",
+                "--skip-jacobian",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["model"].startswith("workdir:")
     assert "jacobian" not in report["spread"] and len(report["figures"]) == 4
@@ -154,9 +203,25 @@ def test_analyze_reads_a_training_workdir(tmp_path):
 
 def test_analyze_prompts_from_a_source_with_token_swap(tmp_path):
     out = tmp_path / "r"
-    assert analyze.main(["--init-tiny", "--prompts-source", "synthetic:bigram_backcopy",
-                         "--num-prompts", "5", "--seq-len", "16", "--spread-len", "32",
-                         "--skip-jacobian", "--out", str(out)]) == 0
+    assert (
+        analyze.main(
+            [
+                "--init-tiny",
+                "--prompts-source",
+                "synthetic:bigram_backcopy",
+                "--num-prompts",
+                "5",
+                "--seq-len",
+                "16",
+                "--spread-len",
+                "32",
+                "--skip-jacobian",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["prompts"] == "source:synthetic:bigram_backcopy"
     assert report["sinks"]["text_only"]["num_sequences"] == 5

@@ -37,7 +37,9 @@ def repeat_last_token(tokens_BxT: Array) -> Array:
     return jnp.concatenate([tokens_BxT, tokens_BxT[:, -1:]], axis=1)
 
 
-def representational_collapse_repeat(hidden_Lp1xBxTxD: Array, hidden_rep_Lp1xBxT1xD: Array) -> Array:
+def representational_collapse_repeat(
+    hidden_Lp1xBxTxD: Array, hidden_rep_Lp1xBxT1xD: Array
+) -> Array:
     """`[L+1, B]`: last-token distance between a sequence and itself with the last token repeated.
 
     Args:

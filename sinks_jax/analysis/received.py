@@ -10,7 +10,7 @@ one copy per query head (query head `h` reads K/V head `h // (H // K)`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,14 +23,20 @@ def broadcast_kv_heads(kv_BxTxKxD: Array, num_heads: int) -> Array:
     """`[B, T, K, D]` -> `[B, T, H, D]`: each K/V head repeated for the H // K query heads it serves."""
     K = kv_BxTxKxD.shape[2]
     if num_heads % K:
-        raise ValueError(f"num_heads={num_heads} is not divisible by num_kv_heads={K}; "
-                         "pass q with a multiple of k's head count.")
+        raise ValueError(
+            f"num_heads={num_heads} is not divisible by num_kv_heads={K}; "
+            "pass q with a multiple of k's head count."
+        )
     return jnp.repeat(kv_BxTxKxD, num_heads // K, axis=2)
 
 
-def received_attention_from_qkv(q_BxTxHxD: Array, k_BxTxKxD: Array, v_BxTxKxD: Array,
-                                attend_fn: AttendFn, query_weights_BxT: Array | None = None
-                                ) -> Array:
+def received_attention_from_qkv(
+    q_BxTxHxD: Array,
+    k_BxTxKxD: Array,
+    v_BxTxKxD: Array,
+    attend_fn: AttendFn,
+    query_weights_BxT: Array | None = None,
+) -> Array:
     """`[B, H, T]`: `sum_i A[h][i, k]` for every query head h and key k, without the T x T map.
 
     Args:
@@ -61,11 +67,14 @@ def received_attention_from_qkv(q_BxTxHxD: Array, k_BxTxKxD: Array, v_BxTxKxD: A
     return jnp.mean(grad_v_BxTxHxD.astype(jnp.float32), axis=-1).transpose(0, 2, 1)
 
 
-def received_attention(q_LxBxTxHxD: Array, k_LxBxTxKxD: Array, v_LxBxTxKxD: Array,
-                       attend_fn: AttendFn) -> Array:
+def received_attention(
+    q_LxBxTxHxD: Array, k_LxBxTxKxD: Array, v_LxBxTxKxD: Array, attend_fn: AttendFn
+) -> Array:
     """`[L, B, H, T]`: `received_attention_from_qkv` for every layer (one layer in memory at a time)."""
-    return jax.lax.map(lambda qkv: received_attention_from_qkv(*qkv, attend_fn),
-                       (q_LxBxTxHxD, k_LxBxTxKxD, v_LxBxTxKxD))
+    return jax.lax.map(
+        lambda qkv: received_attention_from_qkv(*qkv, attend_fn),
+        (q_LxBxTxHxD, k_LxBxTxKxD, v_LxBxTxKxD),
+    )
 
 
 def received_attention_from_probs(attn_LxBxHxTxT: Array) -> Array:

@@ -13,7 +13,8 @@ the memory is one linearisation plus `chunk_size` cotangent passes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -22,9 +23,15 @@ Array = jax.Array
 ForwardFn = Callable[[Any, Array], Array]
 
 
-def jacobian_sensitivity(forward_fn: ForwardFn, params: Any, embeddings_TxD: Array,
-                         target: int | Array, *, layers: Sequence[int] | None = None,
-                         chunk_size: int = 64) -> Array:
+def jacobian_sensitivity(
+    forward_fn: ForwardFn,
+    params: Any,
+    embeddings_TxD: Array,
+    target: int | Array,
+    *,
+    layers: Sequence[int] | None = None,
+    chunk_size: int = 64,
+) -> Array:
     """`[n_layers, T]`: Frobenius norm of `d hidden[l][target] / d embeddings[i]` for each source i.
 
     Args:
@@ -79,7 +86,7 @@ def path_bound(attn_LxBxHxTxT: Array, *, per_layer: bool = False) -> Array:
       `[B, T, T]` (target j, source i) = `(Abar^(L) @ ... @ Abar^(1))[j, i]`; with
       `per_layer=True`, `[L+1, B, T, T]` whose entry 0 is the identity.
     """
-    L, B, H, T, _ = attn_LxBxHxTxT.shape
+    B, T = attn_LxBxHxTxT.shape[1], attn_LxBxHxTxT.shape[-1]
     abar_LxBxTxT = jnp.sum(attn_LxBxHxTxT.astype(jnp.float32), axis=2) + jnp.eye(T)
 
     def step(prod_BxTxT, abar_BxTxT):

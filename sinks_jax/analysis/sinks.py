@@ -36,8 +36,9 @@ def sink_scores(attn_LxBxHxTxT: Array, key: int | Array = 0) -> Array:
     return sink_scores_from_column(column, key=key, num_keys=T)
 
 
-def sink_scores_from_column(sink_attn_LxBxHxT: Array, key: int | Array = 0,
-                            num_keys: int | None = None) -> Array:
+def sink_scores_from_column(
+    sink_attn_LxBxHxT: Array, key: int | Array = 0, num_keys: int | None = None
+) -> Array:
     """Sink scores from the attention each query pays to the sink key (no T x T map needed).
 
     Args:

@@ -30,11 +30,13 @@ def swap_span(tokens_T: list[int], old: list[int], new: list[int]) -> tuple[list
     the two spans differ in length (positions after the swap would no longer align).
     """
     if len(old) != len(new):
-        raise ValueError(f"swap spans differ in tokenised length ({len(old)} vs {len(new)} "
-                         f"tokens: {old} vs {new}); pick a replacement of the same length.")
+        raise ValueError(
+            f"swap spans differ in tokenised length ({len(old)} vs {len(new)} "
+            f"tokens: {old} vs {new}); pick a replacement of the same length."
+        )
     for start in range(len(tokens_T) - len(old) + 1):
-        if list(tokens_T[start:start + len(old)]) == list(old):
-            swapped = list(tokens_T[:start]) + list(new) + list(tokens_T[start + len(old):])
+        if list(tokens_T[start : start + len(old)]) == list(old):
+            swapped = list(tokens_T[:start]) + list(new) + list(tokens_T[start + len(old) :])
             changed = [i for i, (a, b) in enumerate(zip(old, new)) if a != b]
             return swapped, start + (changed[0] if changed else 0)
     raise ValueError(f"token span {old} does not occur in the {len(tokens_T)} prompt tokens.")
@@ -48,8 +50,10 @@ def perturbation_divergence(hidden_a: Array, hidden_b: Array) -> Array:
         perturbed tokens (same shape).
     """
     if hidden_a.shape != hidden_b.shape:
-        raise ValueError(f"hidden shapes differ: {hidden_a.shape} vs {hidden_b.shape}; both "
-                         "runs need the same number of tokens (swap same-length spans).")
+        raise ValueError(
+            f"hidden shapes differ: {hidden_a.shape} vs {hidden_b.shape}; both "
+            "runs need the same number of tokens (swap same-length spans)."
+        )
     diff = hidden_a.astype(jnp.float32) - hidden_b.astype(jnp.float32)
     return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
 
