@@ -187,6 +187,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             scores_LxBxH = sink_fn(params, jax.device_put(tokens_NxT, repl))
             for eps in step_lib.SINK_EPS:
                 out[f"val_sink_rate_{eps}_{name}"] = float(analysis.sink_rate(scores_LxBxH, eps))
+            out[f"val_sink_score_{name}"] = float(scores_LxBxH.mean())
             out[f"val_sink_scores_{name}"] = np.asarray(scores_LxBxH.mean(axis=1)).tolist()
         return out
 

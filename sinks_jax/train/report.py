@@ -23,6 +23,8 @@ COLUMNS = (
     ("val_sink_rate_0.8_bos", "sink% eps.8 <bos>"),
     ("val_sink_rate_0.3_nobos", "sink% eps.3 no<bos>"),
     ("val_sink_rate_0.8_nobos", "sink% eps.8 no<bos>"),
+    ("val_sink_score_bos", "alpha_0 <bos>"),
+    ("val_sink_score_nobos", "alpha_0 no<bos>"),
 )
 
 
@@ -79,7 +81,8 @@ def table(runs: list[dict[str, Any]]) -> str:
         cells = [r["name"], str(r["swept"]), str(f.get("step", "-"))]
         for k, _ in COLUMNS:
             v = f.get(k)
-            cells.append("-" if v is None else (f"{v:.3f}" if k == "val_loss" else f"{100 * v:.1f}"))
+            pct = k.startswith("val_sink_rate")
+            cells.append("-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
