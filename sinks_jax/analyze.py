@@ -506,6 +506,33 @@ def choose_swap(tok: Any, text: str, swap: str | None) -> tuple[str, str, list[i
     )
 
 
+def collapse_vs_length(model: Transformer, hidden_fn, seq: list[int]) -> dict[str, Any]:
+    """Both representational-collapse forms for prefixes of `seq` of growing length n.
+
+    Causality lets one batch serve every n: row n holds `seq[:n] + [seq[n-1]] + seq[n+1:]`,
+    whose position n is the last token of "the prefix with its last token repeated", while
+    the plain prefix's last token is position n-1 of `seq` itself.
+    """
+    N = len(seq)
+    lengths = sorted({round(float(x)) for x in np.geomspace(2, N - 1, 12)})
+    rows = [seq[:n] + [seq[n - 1]] + seq[n + 1 :] for n in lengths]
+    h_full = hidden_fn(model, jnp.asarray([seq], jnp.int32))[:, 0]  # [L+1, N, D]
+    h_rep = hidden_fn(model, jnp.asarray(rows, jnp.int32))  # [L+1, R, N, D]
+    idx = jnp.asarray(lengths)
+    last_Lp1xRx1xD = h_full[:, idx - 1][:, :, None]
+    rep_Lp1xRx1xD = h_rep[:, jnp.arange(len(lengths)), idx][:, :, None]
+    last_two_Lp1xRx2xD = jnp.stack([h_full[:, idx - 2], h_full[:, idx - 1]], axis=2)
+    return {
+        "lengths": lengths,
+        "repeat_last_token_Lp1xR": np.asarray(
+            analysis.representational_collapse_repeat(last_Lp1xRx1xD, rep_Lp1xRx1xD)
+        ).tolist(),
+        "last_two_tokens_Lp1xR": np.asarray(
+            analysis.representational_collapse(last_two_Lp1xRx2xD)
+        ).tolist(),
+    }
+
+
 def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dict[str, Any]:
     """Perturbation spread with and without `<bos>`, Jacobian sensitivity and path bound."""
     text = args.spread_prompt or builtin_prompts.SHAKESPEARE
@@ -540,6 +567,9 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
         out["divergence_with_bos_Lp1xT"] = divergence([bos_id]).tolist()
 
     out["token_labels"] = [tok.decode([t]) for t in base]
+    prefix = [bos_id] if bos_id is not None else []
+    out["collapse_vs_length"] = collapse_vs_length(model, hidden_fn, prefix + base)
+    out["collapse_vs_length"]["sequence"] = "with_bos" if prefix else "text_only"
     if args.skip_jacobian:
         return out
     # Jacobian sensitivity of the last token to every source, and the path bound beside it.
@@ -622,6 +652,17 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
             swap_position=spread["swap_position"],
             token_labels=spread["token_labels"],
             caption=spread_cap,
+        )
+    )
+    cvl = spread["collapse_vs_length"]
+    paths.append(
+        plots.collapse_curves(
+            sinks["rank_collapse_Lp1"],
+            cvl["lengths"],
+            np.asarray(cvl["repeat_last_token_Lp1xR"])[-1],
+            np.asarray(cvl["last_two_tokens_Lp1xR"])[-1],
+            os.path.join(out_dir, "collapse.png"),
+            caption=cap + f"  sequence={cvl['sequence']}",
         )
     )
     jac = spread.get("jacobian")

@@ -191,3 +191,45 @@ def value_norms_sink_vs_rest(
     cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=10)
     return _save(fig, caption, path)
+
+
+def collapse_curves(
+    rank_collapse_Lp1: Sequence[float] | None,
+    lengths_R: Sequence[int],
+    repeat_R: Sequence[float],
+    last_two_R: Sequence[float],
+    path: str,
+    *,
+    caption: str = "",
+    title: str = "Rank and representational collapse",
+) -> str:
+    """Left: rank collapse per layer. Right: last-layer representational collapse vs length n."""
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    ax0, ax1 = fig.subplots(1, 2)
+    if rank_collapse_Lp1 is not None:
+        rc = np.asarray(rank_collapse_Lp1)
+        ax0.plot(np.arange(len(rc)), rc, marker="o")
+    ax0.set_xlabel("layer (0 = embeddings)")
+    ax0.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax0.set_ylabel("||V - 1 mu^T||_F / ||V||_F")
+    ax0.set_title("rank collapse (mean over prompts)", fontsize=9)
+    ax0.grid(alpha=0.3)
+    ax1.loglog(
+        lengths_R,
+        np.maximum(np.asarray(repeat_R), 1e-12),
+        marker="o",
+        label="||v_n - v'_n||, last token repeated",
+    )
+    ax1.loglog(
+        lengths_R,
+        np.maximum(np.asarray(last_two_R), 1e-12),
+        marker="s",
+        label="||v_{n-1} - v_{n-2}||, last two tokens",
+    )
+    ax1.set_xlabel("sequence length n (tokens)")
+    ax1.set_ylabel("distance at the last layer")
+    ax1.set_title("representational collapse (perturbation prompt)", fontsize=9)
+    ax1.legend(fontsize=8)
+    ax1.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, caption, path)

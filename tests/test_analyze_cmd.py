@@ -78,7 +78,7 @@ def test_analyze_end_to_end(tmp_path):
     assert sens.shape == (L + 1, n + 1) and jac["target"] == n
     assert np.asarray(jac["path_bound_T"]).shape == (n + 1,)
     assert sens[0, -1] == pytest.approx(np.sqrt(32), rel=1e-5)  # identity at layer 0
-    assert len(report["figures"]) == 5
+    assert len(report["figures"]) == 6
     import matplotlib.image
 
     for name in report["figures"]:
@@ -191,7 +191,7 @@ def test_analyze_reads_a_training_workdir(tmp_path):
     )
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["model"].startswith("workdir:")
-    assert "jacobian" not in report["spread"] and len(report["figures"]) == 4
+    assert "jacobian" not in report["spread"] and len(report["figures"]) == 5
     # The restored weights are the saved ones: sink scores equal a direct numpy computation.
     toks = analyze.load_tokenizer("byte")
     row = [toks.bos_id] + toks.encode(prompts.DEFAULT_PROMPTS[0])[:15]
@@ -229,3 +229,24 @@ def test_analyze_prompts_from_a_source_with_token_swap(tmp_path):
     assert spread["changed_positions"] == [16] and spread["old"].endswith("@16")
     div = np.asarray(spread["divergence_without_bos_Lp1xT"])
     assert (div[:, :16] == 0).all() and (div[:, 16] > 0).all()
+
+
+def test_collapse_vs_length_matches_separate_runs():
+    model = tiny_model(seed=4)
+    seq = list(np.random.default_rng(5).integers(0, 256, size=20))
+    hidden_fn = nnx.jit(lambda m, t: m(t, collect=("hidden",))[1]["hidden"])
+    res = analyze.collapse_vs_length(model, hidden_fn, seq)
+    assert res["lengths"][0] == 2 and res["lengths"][-1] == 19
+    for r, n in enumerate(res["lengths"]):
+        h_a = np.asarray(model(jnp.asarray([seq[:n]]), collect=("hidden",))[1]["hidden"])
+        h_b = np.asarray(
+            model(jnp.asarray([seq[:n] + [seq[n - 1]]]), collect=("hidden",))[1]["hidden"]
+        )
+        want_rep = np.linalg.norm(h_a[:, 0, -1] - h_b[:, 0, -1], axis=-1)
+        want_two = np.linalg.norm(h_a[:, 0, -1] - h_a[:, 0, -2], axis=-1)
+        np.testing.assert_allclose(
+            np.asarray(res["repeat_last_token_Lp1xR"])[:, r], want_rep, rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            np.asarray(res["last_two_tokens_Lp1xR"])[:, r], want_two, rtol=1e-4, atol=1e-6
+        )
