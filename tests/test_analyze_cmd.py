@@ -237,7 +237,8 @@ def test_collapse_vs_length_matches_separate_runs():
     hidden_fn = nnx.jit(lambda m, t: m(t, collect=("hidden",))[1]["hidden"])
     res = analyze.collapse_vs_length(model, hidden_fn, seq)
     assert res["lengths"][0] == 2 and res["lengths"][-1] == 19
-    for r, n in enumerate(res["lengths"]):
+    picks = [0, len(res["lengths"]) // 2, len(res["lengths"]) - 1]  # few shapes, few compiles
+    for r, n in [(r, res["lengths"][r]) for r in picks]:
         h_a = np.asarray(model(jnp.asarray([seq[:n]]), collect=("hidden",))[1]["hidden"])
         h_b = np.asarray(
             model(jnp.asarray([seq[:n] + [seq[n - 1]]]), collect=("hidden",))[1]["hidden"]
