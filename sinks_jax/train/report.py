@@ -3,7 +3,8 @@
 DIR holds one training workdir per variant (as `sinks-jax sweep` writes them), or is itself a
 workdir. Writes DIR/report.md (the table) and three figures:
 
-    sink_rate_vs_step.png   held-out sink rate (T = 64, with <bos>) over training, per variant
+    sink_rate_vs_step.png   held-out sink rate (eps 0.3) and mean first-token score alpha_0
+                            (T = 64, with <bos>) over training, per variant
     sink_rate_vs_<key>.png  final sink rate (eps 0.3 and 0.8; with and without <bos>) against
                             the swept value
     val_loss.png            validation loss over training, per variant
@@ -97,10 +98,14 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in runs:
         steps = [e["step"] for e in r["evals"]]
-        for ax, k in zip(axes, ("val_sink_rate_0.3_bos", "val_sink_rate_0.8_bos")):
-            ax.plot(steps, [100 * e.get(k, 0.0) for e in r["evals"]], marker="o", label=r["name"])
-    for ax, eps in zip(axes, (0.3, 0.8)):
-        ax.set(xlabel="training step", ylabel=f"sink rate % (eps={eps}, T=64, <bos>)")
+        axes[0].plot(steps, [100 * e.get("val_sink_rate_0.3_bos", 0.0) for e in r["evals"]],
+                     marker="o", label=r["name"])
+        axes[1].plot(steps, [e.get("val_sink_score_bos", float("nan")) for e in r["evals"]],
+                     marker="o", label=r["name"])
+    axes[0].set(xlabel="training step", ylabel="sink rate % (eps=0.3, T=64, <bos>)", ylim=(-3, 103))
+    axes[1].set(xlabel="training step", ylabel="mean first-token score alpha_0 (T=64, <bos>)",
+                ylim=(0, 1))
+    for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
