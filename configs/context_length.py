@@ -10,8 +10,11 @@ paper | small | tiny, e.g.
 
 from sinks_jax.train.config_base import parse_arg, sized_config
 
-CONTEXTS = {"paper": (128, 256, 512, 1024, 2048), "small": (128, 256, 512, 1024, 2048),
-            "tiny": (32, 64)}
+CONTEXTS = {
+    "paper": (128, 256, 512, 1024, 2048),
+    "small": (128, 256, 512, 1024, 2048),
+    "tiny": (32, 64),
+}
 TINY_ARG = "tiny,32"  # the CPU smoke-test variant.
 
 

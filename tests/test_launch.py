@@ -12,12 +12,29 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def run(args, env=None):
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=60)
+    return subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=60, check=False
+    )
 
 
 def test_local_dry_run_prints_one_command_per_process():
-    out = run(["bash", "launch/local.sh", "-n", "3", "--one-gpu-each", "--dry-run", "--",
-               "sinks-jax", "train", "--config", "configs/quickstart.py:32", "--workdir", "runs/x"])
+    out = run(
+        [
+            "bash",
+            "launch/local.sh",
+            "-n",
+            "3",
+            "--one-gpu-each",
+            "--dry-run",
+            "--",
+            "sinks-jax",
+            "train",
+            "--config",
+            "configs/quickstart.py:32",
+            "--workdir",
+            "runs/x",
+        ]
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 3
@@ -27,8 +44,14 @@ def test_local_dry_run_prints_one_command_per_process():
         assert f"JAX_PROCESS_ID={i}" in words and "JAX_NUM_PROCESSES=3" in words
         assert f"CUDA_VISIBLE_DEVICES={i}" in words
         assert "JAX_COORDINATOR_ADDRESS=localhost:12355" in words
-        assert words[-6:] == ["sinks-jax", "train", "--config", "configs/quickstart.py:32",
-                              "--workdir", "runs/x"]
+        assert words[-6:] == [
+            "sinks-jax",
+            "train",
+            "--config",
+            "configs/quickstart.py:32",
+            "--workdir",
+            "runs/x",
+        ]
 
 
 def test_local_single_process_runs_the_command_and_rejects_bad_input():
@@ -40,8 +63,22 @@ def test_local_single_process_runs_the_command_and_rejects_bad_input():
 
 
 def test_tpu_pod_dry_run_prints_gcloud_ssh_to_all_workers():
-    out = run(["bash", "launch/tpu_pod.sh", "my-tpu", "us-east5-a", "--project", "proj",
-               "--dry-run", "--", "sinks-jax", "train", "--workdir", "gs://b/r"])
+    out = run(
+        [
+            "bash",
+            "launch/tpu_pod.sh",
+            "my-tpu",
+            "us-east5-a",
+            "--project",
+            "proj",
+            "--dry-run",
+            "--",
+            "sinks-jax",
+            "train",
+            "--workdir",
+            "gs://b/r",
+        ]
+    )
     assert out.returncode == 0, out.stderr
     words = shlex.split(out.stdout)
     assert words[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "my-tpu"]
@@ -54,29 +91,48 @@ def test_tpu_pod_dry_run_prints_gcloud_ssh_to_all_workers():
 
 
 def test_slurm_script_one_task_per_gpu_and_srun_command():
-    text = open(os.path.join(ROOT, "launch", "slurm_gpu.sbatch")).read()
+    with open(os.path.join(ROOT, "launch", "slurm_gpu.sbatch")) as f:
+        text = f.read()
     tasks = re.search(r"#SBATCH --ntasks-per-node=(\d+)", text).group(1)
     gpus = re.search(r"#SBATCH --gpus-per-node=(\d+)", text).group(1)
     assert tasks == gpus
-    out = run(["bash", "launch/slurm_gpu.sbatch", "sinks-jax", "train", "--workdir", "w"],
-              env={"DRY_RUN": "1"})
+    out = run(
+        ["bash", "launch/slurm_gpu.sbatch", "sinks-jax", "train", "--workdir", "w"],
+        env={"DRY_RUN": "1"},
+    )
     assert out.returncode == 0, out.stderr
-    assert shlex.split(out.stdout) == ["srun", "--kill-on-bad-exit=1", "sinks-jax", "train",
-                                       "--workdir", "w"]
+    assert shlex.split(out.stdout) == [
+        "srun",
+        "--kill-on-bad-exit=1",
+        "sinks-jax",
+        "train",
+        "--workdir",
+        "w",
+    ]
     assert run(["bash", "launch/slurm_gpu.sbatch"]).returncode == 2
 
 
 def test_sweep_print_lists_one_train_command_per_variant(capsys):
     from sinks_jax.train import sweep
 
-    rc = sweep.main(["configs/context_length.py:small", "--workdir", "runs/ctx", "--print",
-                     "--config.num_steps=10"])
+    rc = sweep.main(
+        [
+            "configs/context_length.py:small",
+            "--workdir",
+            "runs/ctx",
+            "--print",
+            "--config.num_steps=10",
+        ]
+    )
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [shlex.split(x)[2] for x in lines] == [
-        f"--config=configs/context_length.py:small,{t}" for t in (128, 256, 512, 1024, 2048)]
-    assert all(shlex.split(x)[3] == f"--workdir=runs/ctx/T{t}" and x.endswith("--config.num_steps=10")
-               for x, t in zip(lines, (128, 256, 512, 1024, 2048)))
+        f"--config=configs/context_length.py:small,{t}" for t in (128, 256, 512, 1024, 2048)
+    ]
+    assert all(
+        shlex.split(x)[3] == f"--workdir=runs/ctx/T{t}" and x.endswith("--config.num_steps=10")
+        for x, t in zip(lines, (128, 256, 512, 1024, 2048))
+    )
     with pytest.raises(SystemExit):
         sweep.main(["configs/context_length.py", "--workdir", "w", "--bogus"])
     assert sweep.main(["configs/missing.py", "--workdir", "w", "--print"]) == 2

@@ -9,12 +9,29 @@ import pytest
 from flax import nnx
 
 from sinks_jax.model import ModelConfig, Transformer
-from sinks_jax.train import optim, sharding, step as step_lib
+from sinks_jax.train import optim, sharding
+from sinks_jax.train import step as step_lib
 
-OPT = dict(lr=3e-3, min_lr=3e-4, warmup_steps=2, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
-           clip_norm=1.0)
-CFG = ModelConfig(vocab_size=32, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64,
-                  attention="blockwise", block_size=8)
+OPT = {
+    "lr": 3e-3,
+    "min_lr": 3e-4,
+    "warmup_steps": 2,
+    "b1": 0.9,
+    "b2": 0.95,
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "clip_norm": 1.0,
+}
+CFG = ModelConfig(
+    vocab_size=32,
+    num_layers=2,
+    d_model=32,
+    num_heads=4,
+    num_kv_heads=2,
+    d_ff=64,
+    attention="blockwise",
+    block_size=8,
+)
 
 
 def init(cfg=CFG, seed=0):
@@ -30,8 +47,13 @@ def random_batch(rng, shape, vocab=32, segments=False):
         seg[..., T // 2 :] = 2
     pos = np.broadcast_to(np.arange(T, dtype=np.int32), shape).copy()
     mask = (rng.random(shape) > 0.2).astype(np.int32)
-    return dict(tokens=ids[..., :-1], targets=ids[..., 1:], segment_ids=seg, positions=pos,
-                loss_mask=mask)
+    return {
+        "tokens": ids[..., :-1],
+        "targets": ids[..., 1:],
+        "segment_ids": seg,
+        "positions": pos,
+        "loss_mask": mask,
+    }
 
 
 def test_masked_cross_entropy_matches_numpy():
@@ -39,7 +61,9 @@ def test_masked_cross_entropy_matches_numpy():
     logits = rng.normal(size=(2, 5, 7)).astype(np.float32)
     targets = rng.integers(0, 7, (2, 5)).astype(np.int32)
     mask = np.array([[1, 1, 0, 1, 0], [0, 1, 1, 1, 1]], np.int32)
-    total, count = step_lib.masked_ce_sum(jnp.asarray(logits), dict(targets=targets, loss_mask=mask))
+    total, count = step_lib.masked_ce_sum(
+        jnp.asarray(logits), {"targets": targets, "loss_mask": mask}
+    )
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -np.take_along_axis(logp, targets[..., None], -1)[..., 0]
     np.testing.assert_allclose(float(total), (nll * mask).sum(), rtol=1e-5)
@@ -62,7 +86,10 @@ def test_schedule_warmup_then_cosine_to_floor():
 def test_weight_decay_only_on_matrices():
     _, params = init(CFG.replace(qkv_bias=True))
     mask = optim.decay_mask(params)
-    flat = {"/".join(str(k.key) for k in path): v for path, v in jax.tree_util.tree_leaves_with_path(mask)}
+    flat = {
+        "/".join(str(k.key) for k in path): v
+        for path, v in jax.tree_util.tree_leaves_with_path(mask)
+    }
     assert flat["layers/wq"] and flat["layers/w_up"] and flat["lm_head"]
     assert not flat["layers/attn_norm/scale"] and not flat["final_norm/scale"]
     assert not flat["layers/bq"] and not flat["layers/bv"]  # [L, H, hd] biases: no decay.
@@ -95,8 +122,14 @@ def _train_once(mesh, params, batch, tx, graphdef):
     o = jax.jit(tx.init, out_shardings=o_shard)(p)
     b_shard = sharding.batch_sharding(mesh, accumulate=True)
     fn = step_lib.make_train_step(
-        graphdef, tx, param_shardings=p_shard, opt_shardings=o_shard, batch_sharding=b_shard,
-        replicated=sharding.replicated(mesh), use_segments=True, sink_stats=True,
+        graphdef,
+        tx,
+        param_shardings=p_shard,
+        opt_shardings=o_shard,
+        batch_sharding=b_shard,
+        replicated=sharding.replicated(mesh),
+        use_segments=True,
+        sink_stats=True,
     )
     for _ in range(2):  # two steps: the first has lr = 0 during warm-up.
         p, o, metrics = fn(p, o, sharding.global_batch(batch, b_shard))
@@ -108,8 +141,12 @@ def test_one_device_equals_eight_devices_fsdp_and_data():
     graphdef, params = init()
     tx = optim.make_optimizer(OPT, 10)
     batch = random_batch(np.random.default_rng(1), (1, 8, 16), segments=True)
-    one = jax.make_mesh((1, 1), ("data", "fsdp"), devices=jax.devices()[:1],
-                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    one = jax.make_mesh(
+        (1, 1),
+        ("data", "fsdp"),
+        devices=jax.devices()[:1],
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+    )
     eight = sharding.make_mesh({"data": 2, "fsdp": 4})
     p1, m1 = _train_once(one, params, batch, tx, graphdef)
     p8, m8 = _train_once(eight, params, batch, tx, graphdef)
@@ -125,8 +162,11 @@ def test_grad_accumulation_equals_one_big_step():
     tx = optim.make_optimizer(dict(OPT, warmup_steps=1), 10)
     big = random_batch(np.random.default_rng(2), (1, 8, 16))
     micro = {k: v.reshape(4, 2, 16) for k, v in big.items()}
-    fn = jax.jit(lambda p, o, b: step_lib.train_step(
-        p, o, b, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False))
+    fn = jax.jit(
+        lambda p, o, b: step_lib.train_step(
+            p, o, b, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False
+        )
+    )
     results = []
     for batch in (big, micro):
         p, o = params, tx.init(params)
@@ -146,8 +186,9 @@ def test_non_finite_loss_keeps_the_last_good_state():
     batch = random_batch(np.random.default_rng(3), (1, 2, 8))
     bad = jax.tree.map(lambda x: x, params)
     bad["lm_head"] = params["lm_head"].at[0, 0].set(jnp.nan)
-    new_p, _, m = step_lib.train_step(bad, tx.init(bad), batch, graphdef=graphdef, tx=tx,
-                                      use_segments=False, sink_stats=False)
+    new_p, _, m = step_lib.train_step(
+        bad, tx.init(bad), batch, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False
+    )
     assert not bool(m["finite"])
     for a, b in zip(jax.tree.leaves(new_p), jax.tree.leaves(bad)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -160,10 +201,14 @@ def test_loss_decreases_on_synthetic_data():
     graphdef, params = init(cfg)
     steps = 150
     tx = optim.make_optimizer(dict(OPT, lr=1e-2, min_lr=1e-3, warmup_steps=10), steps)
-    loader = make_loader("synthetic:bigram_backcopy", "byte", 32, 16, "concat_bos", False, False,
-                         0, progress=False)
-    fn = jax.jit(lambda p, o, b: step_lib.train_step(
-        p, o, b, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False))
+    loader = make_loader(
+        "synthetic:bigram_backcopy", "byte", 32, 16, "concat_bos", False, False, 0, progress=False
+    )
+    fn = jax.jit(
+        lambda p, o, b: step_lib.train_step(
+            p, o, b, graphdef=graphdef, tx=tx, use_segments=False, sink_stats=False
+        )
+    )
     opt_state, losses = tx.init(params), []
     for _ in range(steps):
         batch = {k: v[None] for k, v in next(loader).items()}
@@ -180,8 +225,9 @@ def test_sink_summary_matches_brute_force():
     seg = np.ones((3, 6), np.int32)
     seg[1, 4:] = 0  # padding at the end of row 1.
     out = step_lib.sink_summary(jnp.asarray(col), jnp.asarray(seg))
-    scores = np.stack([[[col[l, b, h][seg[b] > 0].mean() for h in range(4)] for b in range(3)]
-                       for l in range(2)])
+    scores = np.stack(
+        [[[col[l, b, h][seg[b] > 0].mean() for h in range(4)] for b in range(3)] for l in range(2)]
+    )
     np.testing.assert_allclose(out["sink_attn"], scores.mean(1), rtol=1e-5)
     want = np.mean([(scores[:, b] > 0.3).mean() for b in range(3)])
     np.testing.assert_allclose(float(out["sink_rate_0.3"]), want, rtol=1e-6)

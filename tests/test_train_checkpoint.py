@@ -16,10 +16,17 @@ from sinks_jax.train.main import load_config
 
 
 def tiny_config(**overrides):
-    o = {"num_steps": 20, "checkpoint_every": 5, "eval_every": 100, "sink_stats_every": 0,
-         "log_every": 5}
+    o = {
+        "num_steps": 20,
+        "checkpoint_every": 5,
+        "eval_every": 100,
+        "sink_stats_every": 0,
+        "log_every": 5,
+    }
     o.update(overrides)
-    return load_config("configs/context_length.py:tiny,32", [f"--config.{k}={v}" for k, v in o.items()])
+    return load_config(
+        "configs/context_length.py:tiny,32", [f"--config.{k}={v}" for k, v in o.items()]
+    )
 
 
 @pytest.fixture

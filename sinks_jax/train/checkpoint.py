@@ -54,7 +54,9 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, params: Any, opt_state: Any, meta: dict, *, force: bool = False) -> bool:
+    def save(
+        self, step: int, params: Any, opt_state: Any, meta: dict, *, force: bool = False
+    ) -> bool:
         """Start saving `step` (returns at once when async; `wait()` blocks until written)."""
         return self.manager.save(
             step,
@@ -66,7 +68,9 @@ class Checkpointer:
             force=force,
         )
 
-    def restore(self, step: int, abstract_params: Any, abstract_opt_state: Any) -> tuple[Any, Any, dict]:
+    def restore(
+        self, step: int, abstract_params: Any, abstract_opt_state: Any
+    ) -> tuple[Any, Any, dict]:
         """(params, opt_state, meta) of `step`, placed by the shardings of the abstract trees."""
         try:
             out = self.manager.restore(

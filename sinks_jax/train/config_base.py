@@ -84,30 +84,70 @@ def base_config() -> ml_collections.ConfigDict:
 #   small: a ~20M byte-level model for minutes on one GPU.
 #   tiny:  a CPU smoke-test size (seconds).
 SIZES = {
-    "paper": dict(
-        model=dict(vocab_size=32000, num_layers=12, d_model=768, num_heads=12, num_kv_heads=1,
-                   d_ff=2048, dtype="bfloat16", attention="cudnn"),
-        tokenizer="sp:tokenizer.model", source="prepared:data/prepared",
-        tokens_per_step=2**20, micro_tokens=2**16, num_steps=4768,  # 5B tokens.
-        optim=dict(lr=4e-4, min_lr=4e-5, warmup_steps=2000),
-        eval_every=500, checkpoint_every=500, sink_stats_every=100,
-    ),
-    "small": dict(
-        model=dict(vocab_size=259, num_layers=6, d_model=384, num_heads=6, num_kv_heads=1,
-                   d_ff=1024, dtype="bfloat16", attention="cudnn"),
-        tokenizer="byte", source="text:data/*.jsonl*",
-        tokens_per_step=2**17, micro_tokens=2**17, num_steps=600,  # 79M tokens.
-        optim=dict(lr=1e-3, min_lr=1e-4, warmup_steps=60),
-        eval_every=100, checkpoint_every=300, sink_stats_every=25,
-    ),
-    "tiny": dict(
-        model=dict(vocab_size=259, num_layers=2, d_model=32, num_heads=2, num_kv_heads=1,
-                   d_ff=64, dtype="float32", attention="blockwise", block_size=32),
-        tokenizer="byte", source="synthetic:bigram_backcopy",
-        tokens_per_step=512, micro_tokens=256, num_steps=4,
-        optim=dict(lr=1e-3, min_lr=1e-4, warmup_steps=1),
-        eval_every=4, checkpoint_every=4, sink_stats_every=2,
-    ),
+    "paper": {
+        "model": {
+            "vocab_size": 32000,
+            "num_layers": 12,
+            "d_model": 768,
+            "num_heads": 12,
+            "num_kv_heads": 1,
+            "d_ff": 2048,
+            "dtype": "bfloat16",
+            "attention": "cudnn",
+        },
+        "tokenizer": "sp:tokenizer.model",
+        "source": "prepared:data/prepared",
+        "tokens_per_step": 2**20,
+        "micro_tokens": 2**16,
+        "num_steps": 4768,  # 5B tokens.
+        "optim": {"lr": 4e-4, "min_lr": 4e-5, "warmup_steps": 2000},
+        "eval_every": 500,
+        "checkpoint_every": 500,
+        "sink_stats_every": 100,
+    },
+    "small": {
+        "model": {
+            "vocab_size": 259,
+            "num_layers": 6,
+            "d_model": 384,
+            "num_heads": 6,
+            "num_kv_heads": 1,
+            "d_ff": 1024,
+            "dtype": "bfloat16",
+            "attention": "cudnn",
+        },
+        "tokenizer": "byte",
+        "source": "text:data/*.jsonl*",
+        "tokens_per_step": 2**17,
+        "micro_tokens": 2**17,
+        "num_steps": 600,  # 79M tokens.
+        "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 60},
+        "eval_every": 100,
+        "checkpoint_every": 300,
+        "sink_stats_every": 25,
+    },
+    "tiny": {
+        "model": {
+            "vocab_size": 259,
+            "num_layers": 2,
+            "d_model": 32,
+            "num_heads": 2,
+            "num_kv_heads": 1,
+            "d_ff": 64,
+            "dtype": "float32",
+            "attention": "blockwise",
+            "block_size": 32,
+        },
+        "tokenizer": "byte",
+        "source": "synthetic:bigram_backcopy",
+        "tokens_per_step": 512,
+        "micro_tokens": 256,
+        "num_steps": 4,
+        "optim": {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1},
+        "eval_every": 4,
+        "checkpoint_every": 4,
+        "sink_stats_every": 2,
+    },
 }
 
 
@@ -140,6 +180,8 @@ def parse_arg(arg: str | None, default_size: str, default_value: str) -> tuple[s
     size = parts[0] if parts and parts[0] else default_size
     value = parts[1] if len(parts) > 1 else default_value
     if size not in SIZES:
-        raise ValueError(f"config argument {arg!r}: size {size!r} is not one of {sorted(SIZES)} "
-                         "(form: SIZE[,VALUE], e.g. small,512).")
+        raise ValueError(
+            f"config argument {arg!r}: size {size!r} is not one of {sorted(SIZES)} "
+            "(form: SIZE[,VALUE], e.g. small,512)."
+        )
     return size, value

@@ -24,15 +24,18 @@ class DataPipeline:
         self.config, self.micro_batch, self.accumulation = config, micro_batch, accumulation
         self.tokenizer = get_tokenizer(d.tokenizer)
         self.vocab_size = self.tokenizer.vocab_size
-        self._common = dict(
-            source=d.source,
-            tokenizer=self.tokenizer,
-            packing=d.packing,
-            intra_doc=bool(d.intra_doc),
-            reset_positions=bool(d.reset_positions),
-        )
+        self._common = {
+            "source": d.source,
+            "tokenizer": self.tokenizer,
+            "packing": d.packing,
+            "intra_doc": bool(d.intra_doc),
+            "reset_positions": bool(d.reset_positions),
+        }
         self.train = make_loader(
-            **self._common, seq_len=config.seq_len, batch_size=micro_batch, seed=config.seed,
+            **self._common,
+            seq_len=config.seq_len,
+            batch_size=micro_batch,
+            seed=config.seed,
             split="train",
         )
 
@@ -50,8 +53,12 @@ class DataPipeline:
     def validation_batches(self, num_batches: int) -> list[dict[str, np.ndarray]]:
         """A fixed list of up to `num_batches` held-out batches `[B_micro_local, T]`."""
         loader = make_loader(
-            **self._common, seq_len=self.config.seq_len, batch_size=self.micro_batch,
-            seed=self.config.seed, split="valid", progress=False,
+            **self._common,
+            seq_len=self.config.seq_len,
+            batch_size=self.micro_batch,
+            seed=self.config.seed,
+            split="valid",
+            progress=False,
         )
         out = []
         for batch in loader:
@@ -71,16 +78,27 @@ class DataPipeline:
         """
         tok = self.tokenizer
         loader = make_loader(
-            source=self.config.data.source, tokenizer=tok, seq_len=length + 1,
-            batch_size=num, packing="none", intra_doc=False, reset_positions=False,
-            seed=self.config.seed + 1, split="valid", process_index=0, process_count=1,
+            source=self.config.data.source,
+            tokenizer=tok,
+            seq_len=length + 1,
+            batch_size=num,
+            packing="none",
+            intra_doc=False,
+            reset_positions=False,
+            seed=self.config.seed + 1,
+            split="valid",
+            process_index=0,
+            process_count=1,
             progress=False,
         )
         rows: list[np.ndarray] = []
         for _, batch in zip(range(64), loader):
             tokens = batch["tokens"]  # [bos, d0, d1, ...] then eos and padding.
             body = tokens[:, 1 : length + 1]
-            full = np.all((body != tok.eos_id) & (body != tok.pad_id) & (batch["segment_ids"][:, 1:] > 0), axis=1)
+            full = np.all(
+                (body != tok.eos_id) & (body != tok.pad_id) & (batch["segment_ids"][:, 1:] > 0),
+                axis=1,
+            )
             rows += list(tokens[full])
             if len(rows) >= num:
                 break

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from sinks_jax import analysis
 from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.train import checkpoint as ckpt_lib
-from sinks_jax.train import flops, optim, sharding, step as step_lib
+from sinks_jax.train import flops, optim, sharding
+from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
 
 SUMMARY_FILE = "summary.json"
@@ -48,7 +49,7 @@ class MetricsWriter:
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self.file = open(os.path.join(workdir, METRICS_FILE), "a")
+        self.file = open(os.path.join(workdir, METRICS_FILE), "a")  # noqa: SIM115 (closed in close())
         try:
             from tensorboardX import SummaryWriter
 
@@ -84,7 +85,11 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def validate_config(config: ml_collections.ConfigDict, model_cfg: ModelConfig) -> None:
     """Cross-field checks that the individual dataclasses cannot do."""
-    if config.data.packing == "fixed_bos" and config.data.intra_doc and not model_cfg.global_first_key:
+    if (
+        config.data.packing == "fixed_bos"
+        and config.data.intra_doc
+        and not model_cfg.global_first_key
+    ):
         raise ValueError(
             "data.packing='fixed_bos' with data.intra_doc=True needs model.global_first_key=True "
             "(the fixed <bos> at position 0 must stay visible to every document); set "
@@ -148,7 +153,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     latest = ckpt.latest_step()
     if latest is not None:
         params, opt_state, meta = ckpt.restore(
-            latest, ckpt_lib.abstract_like(abs_params, p_shard), ckpt_lib.abstract_like(abs_opt, o_shard)
+            latest,
+            ckpt_lib.abstract_like(abs_params, p_shard),
+            ckpt_lib.abstract_like(abs_opt, o_shard),
         )
         data.set_state(meta["data_state"])
         start = int(meta["step"])
@@ -156,13 +163,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             print(f"resumed from {ckpt.directory}/{latest} (step {start})")
 
     use_segments = bool(config.data.intra_doc)
-    kw = dict(
-        param_shardings=p_shard,
-        opt_shardings=o_shard,
-        batch_sharding=sharding.batch_sharding(mesh, accumulate=True),
-        replicated=repl,
-        use_segments=use_segments,
-    )
+    kw = {
+        "param_shardings": p_shard,
+        "opt_shardings": o_shard,
+        "batch_sharding": sharding.batch_sharding(mesh, accumulate=True),
+        "replicated": repl,
+        "use_segments": use_segments,
+    }
     train_fn = step_lib.make_train_step(graphdef, tx, **kw, sink_stats=False)
     train_stats_fn = step_lib.make_train_step(graphdef, tx, **kw, sink_stats=True)
     eval_fn = step_lib.make_eval_step(
@@ -205,13 +212,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     def save(step: int, force: bool) -> None:
         if step in ckpt.manager.all_steps():  # e.g. a periodic save just wrote this step.
             return
-        meta = {"step": step, "data_state": data.get_state(), "rng": {"seed": config.seed},
-                "config": run_config}
+        meta = {
+            "step": step,
+            "data_state": data.get_state(),
+            "rng": {"seed": config.seed},
+            "config": run_config,
+        }
         ckpt.save(step, params, opt_state, meta, force=force)
 
     summary: dict[str, Any] = {}
-    bar = tqdm(total=config.num_steps, initial=start, disable=not is_main, desc="train",
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=config.num_steps, initial=start, disable=not is_main, desc="train", dynamic_ncols=True
+    )
     last_time, step = time.perf_counter(), start
     try:
         while step < config.num_steps:
@@ -254,7 +266,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 save(step, force=True)
                 ckpt.wait()
                 if is_main:
-                    bar.write(f"stopped by signal at step {step}; checkpoint saved, rerun to resume.")
+                    bar.write(
+                        f"stopped by signal at step {step}; checkpoint saved, rerun to resume."
+                    )
                 return {"status": "preempted", "step": step}
         summary_path = os.path.join(workdir, SUMMARY_FILE)
         if step == start and os.path.exists(summary_path):  # already finished earlier.
@@ -263,7 +277,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         else:
             final = record if step > start else evaluate()
             summary = {"status": "finished", "step": step}
-            summary.update({k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k})
+            summary.update(
+                {k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k}
+            )
             ckpt.wait()
             if is_main:
                 with open(summary_path, "w") as f:

@@ -19,11 +19,16 @@ def _flag_values(argv: list[str]) -> flags.FlagValues:
     """Fresh flags (so `main` can run several times in one process) that read `argv`."""
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
-        "config", None, "config file, optionally with an argument: configs/X.py[:ARG]",
-        flag_values=fv, lock_config=True, sys_argv=argv,
+        "config",
+        None,
+        "config file, optionally with an argument: configs/X.py[:ARG]",
+        flag_values=fv,
+        lock_config=True,
+        sys_argv=argv,
     )
-    flags.DEFINE_string("workdir", None, "run directory (checkpoints, metrics, config.json)",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "workdir", None, "run directory (checkpoints, metrics, config.json)", flag_values=fv
+    )
     return fv
 
 
@@ -61,13 +66,18 @@ def main(argv: list[str]) -> int:
     try:
         fv(full_argv)
     except flags.Error as e:
-        print(f"sinks-jax train: {e}\nusage: sinks-jax train --config configs/X.py[:ARG] "
-              "--workdir DIR [--config.key=value ...]", file=sys.stderr)
+        print(
+            f"sinks-jax train: {e}\nusage: sinks-jax train --config configs/X.py[:ARG] "
+            "--workdir DIR [--config.key=value ...]",
+            file=sys.stderr,
+        )
         return 2
     if fv.config is None or fv.workdir is None:
-        print("sinks-jax train: --config and --workdir are required, e.g. "
-              "sinks-jax train --config configs/quickstart.py --workdir runs/quickstart",
-              file=sys.stderr)
+        print(
+            "sinks-jax train: --config and --workdir are required, e.g. "
+            "sinks-jax train --config configs/quickstart.py --workdir runs/quickstart",
+            file=sys.stderr,
+        )
         return 2
     config = fv.config
     if config.get("train_all_variants", False):

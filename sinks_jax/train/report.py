@@ -62,12 +62,19 @@ def load_run(workdir: str) -> dict[str, Any]:
 def find_runs(directory: str) -> list[dict[str, Any]]:
     if os.path.exists(os.path.join(directory, "config.json")):
         return [load_run(directory)]
-    runs = [load_run(os.path.join(directory, d)) for d in sorted(os.listdir(directory))
-            if os.path.exists(os.path.join(directory, d, "config.json"))]
+    runs = [
+        load_run(os.path.join(directory, d))
+        for d in sorted(os.listdir(directory))
+        if os.path.exists(os.path.join(directory, d, "config.json"))
+    ]
 
     def order(run):
         v = run["swept"]
-        return (0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v if v is not None else run["name"]))
+        return (
+            (0, v, "")
+            if isinstance(v, (int, float))
+            else (1, 0, str(v if v is not None else run["name"]))
+        )
 
     return sorted(runs, key=order)
 
@@ -98,13 +105,22 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in runs:
         steps = [e["step"] for e in r["evals"]]
-        axes[0].plot(steps, [100 * e.get("val_sink_rate_0.3_bos", 0.0) for e in r["evals"]],
-                     marker="o", label=r["name"])
-        axes[1].plot(steps, [e.get("val_sink_score_bos", float("nan")) for e in r["evals"]],
-                     marker="o", label=r["name"])
+        axes[0].plot(
+            steps,
+            [100 * e.get("val_sink_rate_0.3_bos", 0.0) for e in r["evals"]],
+            marker="o",
+            label=r["name"],
+        )
+        axes[1].plot(
+            steps,
+            [e.get("val_sink_score_bos", float("nan")) for e in r["evals"]],
+            marker="o",
+            label=r["name"],
+        )
     axes[0].set(xlabel="training step", ylabel="sink rate % (eps=0.3, T=64, <bos>)", ylim=(-3, 103))
-    axes[1].set(xlabel="training step", ylabel="mean first-token score alpha_0 (T=64, <bos>)",
-                ylim=(0, 1))
+    axes[1].set(
+        xlabel="training step", ylabel="mean first-token score alpha_0 (T=64, <bos>)", ylim=(0, 1)
+    )
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -118,10 +134,12 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     numeric = all(isinstance(x, (int, float)) for x in xs)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     pos = xs if numeric else list(range(len(xs)))
-    for k, label, style in (("val_sink_rate_0.3_bos", "eps 0.3, <bos>", "o-"),
-                            ("val_sink_rate_0.8_bos", "eps 0.8, <bos>", "s-"),
-                            ("val_sink_rate_0.3_nobos", "eps 0.3, no <bos>", "o--"),
-                            ("val_sink_rate_0.8_nobos", "eps 0.8, no <bos>", "s--")):
+    for k, label, style in (
+        ("val_sink_rate_0.3_bos", "eps 0.3, <bos>", "o-"),
+        ("val_sink_rate_0.8_bos", "eps 0.8, <bos>", "s-"),
+        ("val_sink_rate_0.3_nobos", "eps 0.3, no <bos>", "o--"),
+        ("val_sink_rate_0.8_nobos", "eps 0.8, no <bos>", "s--"),
+    ):
         ax.plot(pos, [100 * r["final"].get(k, float("nan")) for r in runs], style, label=label)
     if numeric:
         if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
@@ -138,8 +156,12 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r in runs:
-        ax.plot([e["step"] for e in r["evals"]], [e["val_loss"] for e in r["evals"]], marker="o",
-                label=r["name"])
+        ax.plot(
+            [e["step"] for e in r["evals"]],
+            [e["val_loss"] for e in r["evals"]],
+            marker="o",
+            label=r["name"],
+        )
     ax.set(xlabel="training step", ylabel="validation loss (nats/token)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -158,8 +180,12 @@ def write_report(directory: str) -> tuple[str, list[str]]:
     text = table(runs)
     paths = figures(runs, directory)
     with open(os.path.join(directory, "report.md"), "w") as f:
-        f.write(text + "\n\n" + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})"
-                                          for p in paths) + "\n")
+        f.write(
+            text
+            + "\n\n"
+            + "\n".join(f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths)
+            + "\n"
+        )
     return text, paths
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sinks_jax.train.optim import LAYER_AXIS_KEY, _key_names
 
@@ -49,12 +50,7 @@ def maybe_initialize_distributed() -> None:
 
 
 def _distributed_is_initialized() -> bool:
-    try:
-        from jax._src import distributed
-
-        return distributed.global_state.client is not None
-    except Exception:  # private API moved: assume not initialised.
-        return False
+    return jax.distributed.is_initialized()
 
 
 def make_mesh(mesh_cfg: Mapping[str, Any]) -> Mesh:
@@ -116,4 +112,6 @@ def global_batch(local: Mapping[str, np.ndarray], sharding: NamedSharding) -> di
     `local[name]` holds this process's share along the batch axis (axis 0, or 1 with
     micro-batches); with one process it is the whole batch.
     """
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()
+    }

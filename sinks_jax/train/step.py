@@ -126,7 +126,7 @@ def train_step(
     # A non-finite loss or gradient leaves the state untouched, so that the loop can save the
     # last good state (the inputs are donated: they would be lost otherwise) and stop.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    keep = lambda new, old: jnp.where(finite, new, old)
     params = jax.tree.map(keep, new_params, params)
     opt_state = jax.tree.map(keep, new_opt_state, opt_state)
     metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": c_sum, "finite": finite}

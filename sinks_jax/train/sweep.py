@@ -53,13 +53,22 @@ def is_finished(workdir: str) -> bool:
 def train_commands(spec: str, workdir: str, overrides: list[str]) -> list[str]:
     """One shell command per variant."""
     return [
-        shlex.join(["sinks-jax", "train", f"--config={vspec}",
-                    f"--workdir={os.path.join(workdir, name)}", *overrides])
+        shlex.join(
+            [
+                "sinks-jax",
+                "train",
+                f"--config={vspec}",
+                f"--workdir={os.path.join(workdir, name)}",
+                *overrides,
+            ]
+        )
         for name, vspec in family_variants(spec).items()
     ]
 
 
-def run_all(spec: str, workdir: str, overrides: list[str], only: list[str] | None = None) -> list[str]:
+def run_all(
+    spec: str, workdir: str, overrides: list[str], only: list[str] | None = None
+) -> list[str]:
     """Train every variant (skip finished, resume interrupted); returns the failed names."""
     from sinks_jax.train.loop import train
 
@@ -75,7 +84,7 @@ def run_all(spec: str, workdir: str, overrides: list[str], only: list[str] | Non
         config = load_config(vspec, [*overrides, "--config.train_all_variants=False"])
         try:
             summary = train(config, vdir)
-        except Exception:  # report and go on with the other variants.
+        except Exception:  # noqa: BLE001 (report and go on with the other variants)
             traceback.print_exc()
             failed.append(name)
             continue
@@ -90,14 +99,23 @@ def run_all(spec: str, workdir: str, overrides: list[str], only: list[str] | Non
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sinks-jax sweep", description=__doc__.split("\n\n")[1])
-    parser.add_argument("config", help="config family file, optionally with :ARG (e.g. configs/context_length.py:small)")
-    parser.add_argument("--workdir", required=True, help="parent directory; one subdirectory per variant")
-    parser.add_argument("--print", action="store_true", help="print one train command per variant and exit")
+    parser.add_argument(
+        "config",
+        help="config family file, optionally with :ARG (e.g. configs/context_length.py:small)",
+    )
+    parser.add_argument(
+        "--workdir", required=True, help="parent directory; one subdirectory per variant"
+    )
+    parser.add_argument(
+        "--print", action="store_true", help="print one train command per variant and exit"
+    )
     parser.add_argument("--only", default="", help="comma-separated variant names to run")
     args, rest = parser.parse_known_args(argv)
     overrides, unknown = split_overrides(rest)
     if unknown:
-        parser.error(f"unrecognised arguments {unknown}; config overrides look like --config.key=value")
+        parser.error(
+            f"unrecognised arguments {unknown}; config overrides look like --config.key=value"
+        )
     try:
         if args.print:
             print("\n".join(train_commands(args.config, args.workdir, overrides)))
