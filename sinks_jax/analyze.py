@@ -309,18 +309,6 @@ def with_backend(model: Transformer, backend: str, dtype: str | None = None) -> 
     return nnx.merge(graphdef, nnx.state(model))
 
 
-def _layer_scan(model: Transformer, fn, x_BxTxD, positions_BxT):
-    """Scans `fn(layer, x, positions, inv_freq) -> (x_next, out)` over the stacked layers."""
-    cfg = model.config
-    inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
-    graphdef, layer_state = nnx.split(model.layers)
-
-    def step(x, state):
-        return fn(nnx.merge(graphdef, state), x, positions_BxT, inv_freq)
-
-    return jax.lax.scan(step, x_BxTxD, layer_state)
-
-
 def residual_stream_fn(model: Transformer):
     """`(forward_fn, params)`: `forward_fn(params, emb_BxTxD) -> hidden [L+1, B, T, D]`.
 
@@ -329,17 +317,7 @@ def residual_stream_fn(model: Transformer):
     graphdef, params = nnx.split(model)
 
     def forward_fn(params, emb_BxTxD):
-        m = nnx.merge(graphdef, params)
-        B, T = emb_BxTxD.shape[:2]
-        positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        sink_idx = jnp.zeros((B, T), jnp.int32)
-
-        def layer_fn(layer, x, pos, inv_freq):
-            y, _ = layer(x, pos, None, sink_idx, inv_freq, frozenset())
-            return y, y
-
-        _, hs = _layer_scan(m, layer_fn, emb_BxTxD, positions)
-        return jnp.concatenate([emb_BxTxD[None], hs], axis=0)
+        return nnx.merge(graphdef, params).residual_stream(emb_BxTxD)
 
     return forward_fn, params
 

@@ -219,3 +219,24 @@ def test_received_attention_equals_column_sums(backend):
     _, ref = make()(tok, seg, collect=("attn_probs",))
     _, aux = make(attention=backend, block_size=4)(tok, seg, collect=("received_attn",))
     np.testing.assert_allclose(aux["received_attn"], ref["attn_probs"].sum(axis=3), atol=1e-5)
+
+
+def test_residual_stream_is_differentiable_and_matches_hidden():
+    model = make()
+    tok = tokens()
+    emb = model.embed(tok)
+    _, aux = model(tok, collect=("hidden",))
+    hidden = model.residual_stream(emb)
+    np.testing.assert_allclose(hidden, aux["hidden"], atol=1e-6)
+    # the statistic is stop-gradient; the residual stream is not
+    g_stat = jax.grad(
+        lambda e: model(None, collect=("hidden",), embeddings_BxTxD=e)[1]["hidden"][-1].sum()
+    )(emb)
+    g_res = jax.grad(lambda e: model.residual_stream(e)[-1].sum())(emb)
+    assert np.all(np.asarray(g_stat) == 0) and np.abs(np.asarray(g_res)).max() > 0
+
+
+def test_bf16_logits_option():
+    model = make(dtype="bfloat16", logits_dtype="bfloat16")
+    logits, _ = model(tokens())
+    assert logits.dtype == jnp.bfloat16

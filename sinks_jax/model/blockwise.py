@@ -174,7 +174,6 @@ def blockwise_attention(
 ) -> tuple[jax.Array, jax.Array]:
     """Causal flash-style attention. Returns out [B,T,H,D] (q's dtype), lse [B,H,T] float32."""
     B, T, H, D = q_BxTxHxD.shape
-    K = k_BxTxKxD.shape[2]
     block = min(block_size, T)
     seg = (
         jnp.zeros((B, T), jnp.int32)

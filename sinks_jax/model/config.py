@@ -38,6 +38,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     dtype: str = "float32"  # compute dtype of matmuls and activations.
     param_dtype: str = "float32"  # storage dtype of parameters (fp32 master weights).
+    logits_dtype: str = "float32"  # output-head accumulation/result dtype ("bfloat16" is faster).
     attention: str = "xla"  # one of BACKENDS.
     remat: bool = False  # rematerialise each layer in the backward pass.
 
@@ -100,6 +101,7 @@ class ModelConfig:
             ("attention", BACKENDS),
             ("dtype", DTYPES),
             ("param_dtype", DTYPES),
+            ("logits_dtype", DTYPES),
             ("norm_type", NORM_TYPES),
             ("activation", ACTIVATIONS),
             ("position_type", POSITION_TYPES),

@@ -302,7 +302,39 @@ class Transformer(nnx.Module):
             x = self.embed(tokens_BxT, positions)
         else:
             x = embeddings_BxTxD.astype(jnp.dtype(cfg.dtype))
-        B, T = x.shape[:2]
+        h_BxTxD, stats, _ = self._run_layers(x, segment_ids, positions, collect)
+        h_BxTxD = self.final_norm(h_BxTxD)
+        head = self.embedding[...].T if cfg.tie_embeddings else self.lm_head[...]
+        logits = jnp.einsum(
+            "btd,dv->btv",
+            h_BxTxD,
+            head.astype(h_BxTxD.dtype),
+            preferred_element_type=jnp.dtype(cfg.logits_dtype),
+        )
+        aux = dict(stats)
+        if "hidden" in collect:
+            aux["hidden"] = jnp.concatenate(
+                [jax.lax.stop_gradient(x)[None], stats["hidden"]], axis=0
+            )
+        return logits, aux
+
+    def residual_stream(
+        self,
+        embeddings_BxTxD: jax.Array,
+        segment_ids: jax.Array | None = None,
+        positions: jax.Array | None = None,
+    ) -> jax.Array:
+        """[L+1, B, T, D] residual stream from input embeddings, *differentiable* (unlike the
+        `hidden` statistic): the function whose Jacobians measure over-squashing."""
+        x = embeddings_BxTxD.astype(jnp.dtype(self.config.dtype))
+        _, _, hidden_LxBxTxD = self._run_layers(x, segment_ids, positions, frozenset(), True)
+        return jnp.concatenate([x[None], hidden_LxBxTxD], axis=0)
+
+    def _run_layers(self, x_BxTxD, segment_ids, positions, collect, keep_hidden=False):
+        """Scans the stacked layers: (final residual, stacked statistics, per-layer residuals
+        with gradients when `keep_hidden`, else None)."""
+        cfg = self.config
+        B, T = x_BxTxD.shape[:2]
         positions = _default_positions((B, T)) if positions is None else positions
         if positions.shape != (B, T):
             raise ValueError(f"positions shape {positions.shape} != (B, T) = {(B, T)}.")
@@ -312,28 +344,17 @@ class Transformer(nnx.Module):
             segment_ids, T, B, per_segment=cfg.sink_key == "segment"
         )
         inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
-
         graphdef, layer_state = nnx.split(self.layers)
 
-        def layer_step(x_BxTxD, state):
+        def layer_step(x, state):
             layer = nnx.merge(graphdef, state)
-            return layer(x_BxTxD, positions, segment_ids, sink_idx, inv_freq, collect)
+            y, stats = layer(x, positions, segment_ids, sink_idx, inv_freq, collect)
+            return y, (stats, y if keep_hidden else None)
 
         if cfg.remat:
             layer_step = jax.checkpoint(layer_step, prevent_cse=False)
-        h_BxTxD, stats = jax.lax.scan(layer_step, x, layer_state)
-
-        h_BxTxD = self.final_norm(h_BxTxD)
-        head = self.embedding[...].T if cfg.tie_embeddings else self.lm_head[...]
-        logits = jnp.einsum(
-            "btd,dv->btv", h_BxTxD, head.astype(h_BxTxD.dtype), preferred_element_type=jnp.float32
-        )
-        aux = dict(stats)
-        if "hidden" in collect:
-            aux["hidden"] = jnp.concatenate(
-                [jax.lax.stop_gradient(x)[None], stats["hidden"]], axis=0
-            )
-        return logits, aux
+        h_BxTxD, (stats, hidden) = jax.lax.scan(layer_step, x_BxTxD, layer_state)
+        return h_BxTxD, stats, hidden
 
 
 def _default_positions(shape) -> jax.Array:
