@@ -118,9 +118,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             label=r["name"],
         )
     axes[0].set(xlabel="training step", ylabel="sink rate % (eps=0.3, T=64, <bos>)", ylim=(-3, 103))
-    axes[1].set(
-        xlabel="training step", ylabel="mean first-token score alpha_0 (T=64, <bos>)", ylim=(0, 1)
-    )
+    axes[1].set(xlabel="training step", ylabel="mean alpha_0 (T=64, <bos>)", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
