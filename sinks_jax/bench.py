@@ -207,6 +207,8 @@ def _train_config(args, backend: str, intra_doc: bool):
     config.model.attention = backend
     if not args.quick:
         config.model.dtype = "bfloat16"
+    if args.logits_dtype:
+        config.model.logits_dtype = args.logits_dtype
     config.data.intra_doc = intra_doc
     if args.micro_batch:
         config.micro_batch_size = args.micro_batch
@@ -282,6 +284,7 @@ def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) 
     peak = flops.peak_flops_per_device() * len(devices)
     rec = dict(
         mode="train",
+        logits_dtype=mcfg.logits_dtype,
         backend=backend,
         sink_stats=sink_stats,
         intra_doc=intra_doc,
@@ -563,6 +566,7 @@ def _parser() -> argparse.ArgumentParser:
     # train / scaling mode
     p.add_argument("--config", default="configs/paper_120m.py")
     p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
     p.add_argument("--micro-batch", type=int, default=0, help="override micro_batch_size")
     p.add_argument("--tokens-per-step", type=int, default=0, help="override tokens_per_step")
     p.add_argument(

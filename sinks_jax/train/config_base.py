@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
     m.tie_embeddings = False  # share input embedding and output head.
     m.dtype = "float32"  # compute dtype ("bfloat16" on accelerators).
     m.param_dtype = "float32"  # parameter (master weight) dtype.
+    m.logits_dtype = "float32"  # output-head result dtype ("bfloat16": faster, CE still fp32).
     m.attention = "blockwise"  # backend: xla | blockwise | cudnn | pallas.
     m.remat = False  # recompute layers in the backward pass (saves memory).
     m.global_first_key = False  # key 0 visible to every query under intra-doc masking.

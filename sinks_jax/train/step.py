@@ -88,36 +88,39 @@ def global_norm(tree: Any) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def train_step(
+def micro_grads(
     params: Params,
-    opt_state: Any,
-    batch_KxBxT: Batch,
+    batch_BxT: Batch,
     *,
     graphdef: nnx.GraphDef,
-    tx: optax.GradientTransformation,
     use_segments: bool,
     sink_stats: bool,
-) -> tuple[Params, Any, dict[str, jax.Array]]:
-    """One optimizer step over `k` micro-batches (the un-jitted body; see `make_train_step`)."""
+) -> tuple[Params, jax.Array, jax.Array, dict[str, jax.Array]]:
+    """One micro-batch: (gradient of the summed CE, summed CE, loss tokens, sink stats)."""
     collect = ("sink_attn",) if sink_stats else ()
 
-    def loss_fn(p, mb):
-        logits, aux = apply_model(graphdef, p, mb, use_segments=use_segments, collect=collect)
-        total, count = masked_ce_sum(logits, mb)
-        stats = sink_summary(aux["sink_attn"], mb["segment_ids"]) if sink_stats else {}
+    def loss_fn(p):
+        logits, aux = apply_model(
+            graphdef, p, batch_BxT, use_segments=use_segments, collect=collect
+        )
+        total, count = masked_ce_sum(logits, batch_BxT)
+        stats = sink_summary(aux["sink_attn"], batch_BxT["segment_ids"]) if sink_stats else {}
         return total, (count, stats)
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (total, (count, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return grads, total, count, stats
 
-    def micro_step(carry, mb):
-        g_sum, l_sum, c_sum = carry
-        (total, (count, stats)), grads = grad_fn(params, mb)
-        g_sum = jax.tree.map(jnp.add, g_sum, grads)
-        return (g_sum, l_sum + total, c_sum + count), stats
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-    (g_sum, l_sum, c_sum), stats_K = jax.lax.scan(micro_step, init, batch_KxBxT)
+def apply_gradients(
+    params: Params,
+    opt_state: Any,
+    g_sum: Params,
+    l_sum: jax.Array,
+    c_sum: jax.Array,
+    *,
+    tx: optax.GradientTransformation,
+) -> tuple[Params, Any, dict[str, jax.Array]]:
+    """The optimizer update from summed gradients and losses (divided by the loss tokens)."""
     count = jnp.maximum(c_sum, 1.0)
     grads = jax.tree.map(lambda g: g / count, g_sum)
     loss, grad_norm = l_sum / count, global_norm(grads)
@@ -130,6 +133,35 @@ def train_step(
     params = jax.tree.map(keep, new_params, params)
     opt_state = jax.tree.map(keep, new_opt_state, opt_state)
     metrics = {"loss": loss, "grad_norm": grad_norm, "loss_tokens": c_sum, "finite": finite}
+    return params, opt_state, metrics
+
+
+def train_step(
+    params: Params,
+    opt_state: Any,
+    batch_KxBxT: Batch,
+    *,
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    use_segments: bool,
+    sink_stats: bool,
+) -> tuple[Params, Any, dict[str, jax.Array]]:
+    """One optimizer step over `k` micro-batches as one pure function (a scan over them).
+
+    `make_train_step` computes the same update; for k > 1 it runs the micro-batches as
+    separate jitted calls, which XLA executes faster than a loop around the layer scan.
+    """
+    kw = dict(graphdef=graphdef, use_segments=use_segments, sink_stats=sink_stats)
+
+    def micro_step(carry, mb):
+        g_sum, l_sum, c_sum = carry
+        grads, total, count, stats = micro_grads(params, mb, **kw)
+        return (jax.tree.map(jnp.add, g_sum, grads), l_sum + total, c_sum + count), stats
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    (g_sum, l_sum, c_sum), stats_K = jax.lax.scan(micro_step, init, batch_KxBxT)
+    params, opt_state, metrics = apply_gradients(params, opt_state, g_sum, l_sum, c_sum, tx=tx)
     metrics.update(jax.tree.map(lambda x: x.mean(axis=0), stats_K))
     return params, opt_state, metrics
 
@@ -145,26 +177,71 @@ def make_train_step(
     use_segments: bool,
     sink_stats: bool = False,
 ) -> Callable[[Params, Any, Batch], tuple[Params, Any, dict[str, jax.Array]]]:
-    """`step(params, opt_state, batch_KxBxT) -> (params, opt_state, metrics)`, jitted with
-    explicit shardings; the parameter and optimizer-state buffers are donated."""
+    """`step(params, opt_state, batch_KxBxT) -> (params, opt_state, metrics)` with explicit
+    shardings; the parameter and optimizer-state buffers are donated.
 
-    def body(params, opt_state, batch):
-        return train_step(
-            params,
-            opt_state,
-            batch,
-            graphdef=graphdef,
-            tx=tx,
-            use_segments=use_segments,
-            sink_stats=sink_stats,
-        )
+    With one micro-batch the whole step is one jitted call. With k > 1, micro-batch i is a
+    jitted call that adds its gradients into donated accumulators, and a last call applies
+    the update: the same arithmetic as `train_step`, without a loop around the layer scan,
+    which XLA ran slower on GPU (BENCHMARKS.md).
+    """
+    kw = dict(graphdef=graphdef, use_segments=use_segments, sink_stats=sink_stats)
 
-    return jax.jit(
-        body,
+    def whole_step(params, opt_state, batch):
+        return train_step(params, opt_state, batch, tx=tx, **kw)
+
+    whole = jax.jit(
+        whole_step,
         in_shardings=(param_shardings, opt_shardings, batch_sharding),
         out_shardings=(param_shardings, opt_shardings, replicated),
         donate_argnums=(0, 1),
     )
+
+    def micro(params, batch_KxBxT, i):
+        mb = jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), batch_KxBxT)
+        return micro_grads(params, mb, **kw)
+
+    def accumulate(acc, params, batch_KxBxT, i):
+        add = lambda a, b: jax.tree.map(jnp.add, a, b)
+        return add(acc, micro(params, batch_KxBxT, i))
+
+    acc_shardings = (param_shardings, replicated, replicated, replicated)
+    first_jit = jax.jit(
+        micro,
+        in_shardings=(param_shardings, batch_sharding, replicated),
+        out_shardings=acc_shardings,
+    )
+    accumulate_jit = jax.jit(
+        accumulate,
+        in_shardings=(acc_shardings, param_shardings, batch_sharding, replicated),
+        out_shardings=acc_shardings,
+        donate_argnums=(0,),
+    )
+
+    def apply(params, opt_state, acc, k):
+        g_sum, l_sum, c_sum, s_sum = acc
+        params, opt_state, metrics = apply_gradients(params, opt_state, g_sum, l_sum, c_sum, tx=tx)
+        metrics.update(jax.tree.map(lambda x: x / k, s_sum))
+        return params, opt_state, metrics
+
+    apply_jit = jax.jit(
+        apply,
+        static_argnums=(3,),
+        in_shardings=(param_shardings, opt_shardings, acc_shardings),
+        out_shardings=(param_shardings, opt_shardings, replicated),
+        donate_argnums=(0, 1, 2),
+    )
+
+    def step(params, opt_state, batch_KxBxT):
+        k = jax.tree.leaves(batch_KxBxT)[0].shape[0]
+        if k == 1:
+            return whole(params, opt_state, batch_KxBxT)
+        acc = first_jit(params, batch_KxBxT, jnp.int32(0))
+        for i in range(1, k):
+            acc = accumulate_jit(acc, params, batch_KxBxT, jnp.int32(i))
+        return apply_jit(params, opt_state, acc, k)
+
+    return step
 
 
 def make_eval_step(
