@@ -240,3 +240,23 @@ def test_bf16_logits_option():
     model = make(dtype="bfloat16", logits_dtype="bfloat16")
     logits, _ = model(tokens())
     assert logits.dtype == jnp.bfloat16
+
+
+def test_output_head_gradients_match_plain_matmul():
+    from sinks_jax.model.transformer import output_head
+
+    h = jax.random.normal(jax.random.key(0), (2, 5, 16), jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (16, 40), jnp.bfloat16)
+
+    def loss(head_fn, h, w):
+        logits = head_fn(h, w)
+        return jnp.sum(jax.nn.log_softmax(logits.astype(jnp.float32))[..., 3])
+
+    plain = lambda h, w: jnp.einsum("btd,dv->btv", h, w, preferred_element_type=jnp.float32)
+    assert output_head(h, w).dtype == jnp.float32
+    np.testing.assert_array_equal(output_head(h, w), plain(h, w))
+    g_ref = jax.grad(lambda h, w: loss(plain, h, w), argnums=(0, 1))(h, w)
+    g_got = jax.grad(lambda h, w: loss(output_head, h, w), argnums=(0, 1))(h, w)
+    for a, b in zip(g_got, g_ref):  # bf16 rounding of the cotangent only
+        a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+        assert np.linalg.norm(a - b) <= 1e-2 * np.linalg.norm(b)

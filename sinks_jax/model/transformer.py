@@ -234,6 +234,33 @@ class Block(nnx.Module):
         return dv_BxTxHxD.astype(jnp.float32).mean(-1).transpose(0, 2, 1)
 
 
+@jax.custom_vjp
+def output_head(h_BxTxD: jax.Array, w_DxV: jax.Array) -> jax.Array:
+    """float32 logits from low-precision operands, with low-precision backward matmuls.
+
+    Forward: bf16 x bf16 with float32 accumulation and a float32 result, so the loss sees
+    accurate logits. Backward: the float32 cotangent is cast to the operands' dtype before
+    the two gradient matmuls; left to itself, XLA would run them as float32 (TF32) GEMMs,
+    the single largest kernel of a 120M-parameter training step on an H200 (BENCHMARKS.md).
+    """
+    return jnp.einsum("btd,dv->btv", h_BxTxD, w_DxV, preferred_element_type=jnp.float32)
+
+
+def _output_head_fwd(h_BxTxD, w_DxV):
+    return output_head(h_BxTxD, w_DxV), (h_BxTxD, w_DxV)
+
+
+def _output_head_bwd(res, g_BxTxV):
+    h_BxTxD, w_DxV = res
+    g = g_BxTxV.astype(h_BxTxD.dtype)
+    dh = jnp.einsum("btv,dv->btd", g, w_DxV, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("btd,btv->dv", h_BxTxD, g, preferred_element_type=jnp.float32)
+    return dh.astype(h_BxTxD.dtype), dw.astype(w_DxV.dtype)
+
+
+output_head.defvjp(_output_head_fwd, _output_head_bwd)
+
+
 class Transformer(nnx.Module):
     """Decoder-only transformer (see the module docstring for the call and `aux`).
 
@@ -305,12 +332,13 @@ class Transformer(nnx.Module):
         h_BxTxD, stats, _ = self._run_layers(x, segment_ids, positions, collect)
         h_BxTxD = self.final_norm(h_BxTxD)
         head = self.embedding[...].T if cfg.tie_embeddings else self.lm_head[...]
-        logits = jnp.einsum(
-            "btd,dv->btv",
-            h_BxTxD,
-            head.astype(h_BxTxD.dtype),
-            preferred_element_type=jnp.dtype(cfg.logits_dtype),
-        )
+        head = head.astype(h_BxTxD.dtype)
+        if cfg.logits_dtype == "float32" and h_BxTxD.dtype != jnp.float32:
+            logits = output_head(h_BxTxD, head)
+        else:
+            logits = jnp.einsum(
+                "btd,dv->btv", h_BxTxD, head, preferred_element_type=jnp.dtype(cfg.logits_dtype)
+            )
         aux = dict(stats)
         if "hidden" in collect:
             aux["hidden"] = jnp.concatenate(
