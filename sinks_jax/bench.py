@@ -45,25 +45,15 @@ PAPER_120M = dict(
     dtype="bfloat16",
     param_dtype="float32",
 )
-LLAMA_8B = dict(
-    vocab_size=128256,
-    num_layers=32,
-    d_model=4096,
-    num_heads=32,
-    num_kv_heads=8,
-    d_ff=14336,
-    rope_theta=500000.0,
-    norm_eps=1e-5,
-    tie_embeddings=False,
-    dtype="bfloat16",
-    param_dtype="bfloat16",
-    rope_scaling=(
-        ("factor", 8.0),
-        ("high_freq_factor", 4.0),
-        ("low_freq_factor", 1.0),
-        ("original_max_position_embeddings", 8192),
-        ("rope_type", "llama3"),
-    ),
+QUICK_SHAPE = dict(  # --quick: a model that runs in seconds on a CPU
+    vocab_size=259,
+    num_layers=2,
+    d_model=64,
+    num_heads=4,
+    num_kv_heads=1,
+    d_ff=128,
+    dtype="float32",
+    param_dtype="float32",
 )
 
 
@@ -371,15 +361,7 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
     shape = dict(PAPER_120M)
     B, T = args.micro_batch or 32, args.seq_len
     if args.quick:
-        shape = dict(
-            vocab_size=259,
-            num_layers=2,
-            d_model=64,
-            num_heads=4,
-            num_kv_heads=1,
-            d_ff=128,
-            dtype="float32",
-        )
+        shape = dict(QUICK_SHAPE)
         B = 4
     backend = args.backends[0]
     cfg = ModelConfig(**{**shape, "attention": backend})
@@ -454,21 +436,17 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
 
 def bench_analysis(args) -> list[dict[str, Any]]:
     """Sink statistics (first-token attention, and attention received by every key) end to end."""
-    shape = {"paper_120m": PAPER_120M, "llama8b": LLAMA_8B}[args.model]
+    if args.model == "llama8b":
+        from sinks_jax import hf
+
+        shape = hf.config_from_hf_dict(hf.LLAMA_3_1_8B, dtype="bfloat16").to_dict()
+    else:
+        shape = dict(PAPER_120M)
     if args.quick:
-        shape = dict(
-            vocab_size=259,
-            num_layers=2,
-            d_model=64,
-            num_heads=4,
-            num_kv_heads=1,
-            d_ff=128,
-            dtype="float32",
-            param_dtype="float32",
-        )
+        shape = dict(QUICK_SHAPE)
     records = []
     for backend in args.backends:
-        cfg = ModelConfig(**{**shape, "attention": backend, "block_size": args.block_size})
+        cfg = ModelConfig.from_dict({**shape, "attention": backend, "block_size": args.block_size})
         start = time.perf_counter()
         graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
         params = jax.block_until_ready(

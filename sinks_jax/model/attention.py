@@ -22,6 +22,7 @@ its own segment; `global_first_key` additionally makes key 0 visible to every qu
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -134,29 +135,13 @@ def attention(
             global_first_key=global_first_key,
             return_probs=return_probs,
         )
-    if backend == "blockwise":
-        out, lse = blockwise_lib.blockwise_attention(
-            q_BxTxHxD,
-            k_BxTxKxD,
-            v_BxTxKxD,
-            segment_ids,
-            scale=scale,
-            global_first_key=global_first_key,
-            block_size=block_size,
-        )
-        return AttentionOut(out, lse, None)
-    if backend == "cudnn":
-        out, lse = fused.cudnn_attention(
-            q_BxTxHxD,
-            k_BxTxKxD,
-            v_BxTxKxD,
-            segment_ids,
-            scale=scale,
-            global_first_key=global_first_key,
-        )
-        return AttentionOut(out, lse, None)
-    if backend == "pallas":
-        out, lse = fused.pallas_gpu_attention(
+    fused_kernels = {  # each: (q, k, v, segment_ids, *, scale, global_first_key) -> (out, lse)
+        "blockwise": functools.partial(blockwise_lib.blockwise_attention, block_size=block_size),
+        "cudnn": fused.cudnn_attention,
+        "pallas": fused.pallas_gpu_attention,
+    }
+    if backend in fused_kernels:
+        out, lse = fused_kernels[backend](
             q_BxTxHxD,
             k_BxTxKxD,
             v_BxTxKxD,
