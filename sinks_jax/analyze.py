@@ -134,6 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-bos", action="store_true", help="the tokenizer has no <bos>: analyse text only"
     )
+    p.add_argument(
+        "--loss-file",
+        help="text file (.txt one text per line, or .jsonl 'text'): next-token loss with and "
+        "without <bos> on the same targets (the paper's Table 2 evaluation)",
+    )
+    p.add_argument(
+        "--long-context",
+        type=int,
+        default=0,
+        help="also measure sinks at this many tokens (prompts/loss-file texts joined) through "
+        "a fused backend, with time and peak memory",
+    )
+    p.add_argument(
+        "--long-backend",
+        default=None,
+        help="fused backend for --long-context (default: cudnn on GPU, blockwise elsewhere)",
+    )
     p.add_argument("--out", required=True, help="output folder for report.json and figures")
     p.add_argument("--seed", type=int, default=0, help="init seed for --init-tiny")
     return p
@@ -350,6 +367,98 @@ def received_attention_model(
         return analysis.received_attention_from_qkv(q, k, v, attend, valid_BxT)
 
     return jax.lax.map(per_layer, (hidden_Lp1xBxTxD[:-1], layer_state))
+
+
+# --------------------------------------------------------------------------- loss and long context
+
+
+def bos_loss_report(
+    model: Transformer, token_lists: Sequence[Sequence[int]], bos_id: int, seq_len: int, batch: int
+) -> dict[str, Any]:
+    """Mean next-token loss (nats) on the same targets with and without a leading `<bos>`.
+
+    For text tokens x_0..x_{T-1}: "with_bos" reads [<bos>, x_0..x_{T-2}] and "text_only" reads
+    [x_0..x_{T-1}]; both are scored on the targets x_1..x_{T-1}, each seeing the same text
+    before it, so the only difference is the `<bos>`.
+    """
+    rows = [list(t[:seq_len]) for t in token_lists if len(t) >= seq_len]
+    if not rows:
+        raise ValueError(f"--loss-file: no text has {seq_len} tokens; lower --seq-len.")
+    x_NxT = jnp.asarray(rows, jnp.int32)
+    with_bos = jnp.concatenate([jnp.full((len(rows), 1), bos_id, jnp.int32), x_NxT[:, :-1]], 1)
+
+    @jax.jit
+    def losses(tokens_with_bos, tokens_text):
+        lw = jax.nn.log_softmax(model(tokens_with_bos)[0].astype(jnp.float32))[:, 1:]
+        lt = jax.nn.log_softmax(model(tokens_text)[0].astype(jnp.float32))[:, :-1]
+        targets = tokens_text[:, 1:, None]
+        return (
+            -jnp.take_along_axis(lw, targets, -1).sum(),
+            -jnp.take_along_axis(lt, targets, -1).sum(),
+        )
+
+    total_w = total_t = 0.0
+    for i in tqdm(range(0, len(rows), batch), desc="loss", unit="batch"):
+        w, t = losses(with_bos[i : i + batch], x_NxT[i : i + batch])
+        total_w, total_t = total_w + float(w), total_t + float(t)
+    n = len(rows) * (seq_len - 1)
+    return {
+        "num_sequences": len(rows),
+        "targets": n,
+        "loss_with_bos": total_w / n,
+        "loss_text_only": total_t / n,
+    }
+
+
+def long_context_report(
+    model: Transformer,
+    token_lists: Sequence[Sequence[int]],
+    bos_id: int | None,
+    length: int,
+    backend: str | None,
+    eps: Sequence[float],
+) -> dict[str, Any]:
+    """Sink statistics of one sequence of `length` tokens (texts joined, repeated if short)
+    through a fused backend: per-(layer, head) first-token score, sink rate, the keys that
+    receive the most attention, wall time and peak device memory."""
+    gpu = jax.default_backend() == "gpu"
+    backend = backend or ("cudnn" if gpu else "blockwise")
+    dtype = "bfloat16" if backend == "cudnn" and model.config.dtype == "float32" else None
+    fused_model = with_backend(model, backend, dtype)
+    stream = [t for toks in token_lists for t in toks]
+    if not stream:
+        raise ValueError("--long-context: the texts hold no tokens.")
+    prefix = [bos_id] if bos_id is not None else []
+    body = (stream * (length // len(stream) + 1))[: length - len(prefix)]
+    tokens = jnp.asarray([prefix + body], jnp.int32)
+
+    @jax.jit
+    def stats(tokens):
+        _, aux = fused_model(tokens, collect=("sink_attn", "received_attn"))
+        return aux["sink_attn"], aux["received_attn"].mean(axis=(0, 1, 2))
+
+    start = time.time()
+    sink_attn, received_T = jax.block_until_ready(stats(tokens))
+    seconds = time.time() - start
+    scores_LxBxH = analysis.sink_scores_from_column(sink_attn)
+    top = jax.lax.top_k(received_T, 8)
+    try:
+        peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
+    except Exception:  # CPU has no allocator statistics
+        peak = None
+    return {
+        "seq_len": length,
+        "backend": backend,
+        "with_bos": bos_id is not None,
+        "sink_scores_LxH": np.asarray(scores_LxBxH[:, 0]).tolist(),
+        "sink_rate_percent": {
+            str(e): 100 * float(analysis.sink_rate(scores_LxBxH, e)) for e in eps
+        },
+        "top_received_keys": np.asarray(top[1]).tolist(),
+        "top_received_mean_attention": np.asarray(top[0]).tolist(),
+        "seconds_incl_compile": round(seconds, 3),
+        "peak_device_bytes": peak,
+    }
 
 
 # --------------------------------------------------------------------------- measurements
@@ -731,6 +840,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["sinks"][name] = res
     settings["num_sequences"] = report["sinks"]["text_only"]["num_sequences"]
     report["spread"] = spread_report(model, tok, bos_id, args)
+    if args.loss_file:
+        if bos_id is None:
+            raise ValueError("--loss-file compares with and without <bos>; the tokenizer has none.")
+        loss_tokens = [tok.encode(t) for t in load_prompts(args.loss_file)]
+        report["bos_loss"] = bos_loss_report(
+            model, loss_tokens, bos_id, args.seq_len, args.batch_size
+        )
+        settings["loss_file"] = args.loss_file
+    if args.long_context:
+        report["long_context"] = long_context_report(
+            model, token_lists, bos_id, args.long_context, args.long_backend, args.eps
+        )
     os.makedirs(args.out, exist_ok=True)
     report["figures"] = [os.path.basename(p) for p in write_figures(report, args.out)]
     settings["seconds"] = round(time.time() - t0, 2)
@@ -749,6 +870,19 @@ def main(argv: list[str] | None = None) -> int:
     for name, res in report["sinks"].items():
         rates = ", ".join(f"eps={e}: {r:.2f}%" for e, r in res["sink_rate_percent"].items())
         print(f"{name:>9}: {res['num_sequences']} sequences, sink rate {rates}")
+    if "bos_loss" in report:
+        b = report["bos_loss"]
+        print(
+            f"     loss: with <bos> {b['loss_with_bos']:.4f}, text only {b['loss_text_only']:.4f} "
+            f"nats ({b['targets']} targets)"
+        )
+    if "long_context" in report:
+        lc = report["long_context"]
+        rates = ", ".join(f"eps={e}: {r:.2f}%" for e, r in lc["sink_rate_percent"].items())
+        print(
+            f"     T={lc['seq_len']} ({lc['backend']}): sink rate {rates}; "
+            f"{lc['seconds_incl_compile']} s; peak {lc['peak_device_bytes']} bytes"
+        )
     print(f"wrote {os.path.join(args.out, 'report.json')} and {len(report['figures'])} figures")
     return 0
 

@@ -251,3 +251,55 @@ def test_collapse_vs_length_matches_separate_runs():
         np.testing.assert_allclose(
             np.asarray(res["last_two_tokens_Lp1xR"])[:, r], want_two, rtol=1e-4, atol=1e-6
         )
+
+
+def test_bos_loss_compares_the_same_targets():
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    texts = [list(rng.integers(0, 256, 12)) for _ in range(3)]
+    res = analyze.bos_loss_report(model, texts, bos_id=256, seq_len=10, batch=2)
+    # independent: per-sequence log-softmax in numpy on the two layouts
+    x = np.asarray([t[:10] for t in texts])
+    with_bos = np.concatenate([np.full((3, 1), 256), x[:, :-1]], axis=1)
+
+    def nll(tokens, positions):
+        logits = np.asarray(model(jnp.asarray(tokens))[0], np.float64)
+        logp = (
+            logits
+            - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+            - logits.max(-1, keepdims=True)
+        )
+        return -sum(logp[b, p, x[b, t]] for b in range(3) for p, t in positions)
+
+    want_w = nll(with_bos, [(p, p) for p in range(1, 10)]) / 27
+    want_t = nll(x, [(p, p + 1) for p in range(0, 9)]) / 27
+    assert res["targets"] == 27
+    np.testing.assert_allclose(res["loss_with_bos"], want_w, rtol=1e-5)
+    np.testing.assert_allclose(res["loss_text_only"], want_t, rtol=1e-5)
+
+
+def test_analyze_loss_file_and_long_context(tmp_path):
+    loss_file = tmp_path / "loss.txt"
+    loss_file.write_text("\n".join(prompts.DEFAULT_PROMPTS[:3]) + "\n")
+    out = tmp_path / "report"
+    rc = analyze.main(
+        [
+            "--init-tiny",
+            "--skip-jacobian",
+            "--loss-file",
+            str(loss_file),
+            "--long-context",
+            "300",
+            "--spread-len",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["bos_loss"]["num_sequences"] == 3
+    lc = report["long_context"]
+    assert lc["seq_len"] == 300 and lc["backend"] == "blockwise"
+    assert np.asarray(lc["sink_scores_LxH"]).shape == (2, 4)
+    assert len(lc["top_received_keys"]) == 8
