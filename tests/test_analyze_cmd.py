@@ -290,8 +290,6 @@ def test_analyze_loss_file_and_long_context(tmp_path):
             str(loss_file),
             "--long-context",
             "300",
-            "--spread-len",
-            "32",
             "--out",
             str(out),
         ]
