@@ -122,6 +122,8 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    axes[0].set_title("sink rate during training")
+    axes[1].set_title("first-token sink score during training")
     fig.tight_layout()
     paths.append(os.path.join(out_dir, "sink_rate_vs_step.png"))
     fig.savefig(paths[-1], dpi=120)
@@ -144,7 +146,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             ax.set_xscale("log", base=2)
     else:
         ax.set_xticks(pos, [str(x) for x in xs], rotation=30, ha="right")
-    ax.set(xlabel=key, ylabel="final sink rate %")
+    ax.set(xlabel=key, ylabel="final sink rate %", title=f"final sink rate (T=64) vs {key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -160,7 +162,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             marker="o",
             label=r["name"],
         )
-    ax.set(xlabel="training step", ylabel="validation loss (nats/token)")
+    ax.set(xlabel="training step", ylabel="validation loss (nats/token)", title="validation loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
