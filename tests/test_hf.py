@@ -139,7 +139,7 @@ def test_interleaved_rope_would_fail(tmp_path):
     perm = np.concatenate([np.arange(0, hd, 2), np.arange(1, hd, 2)])
     for name in ("wq", "wk"):
         w = getattr(model.layers, name)
-        w.value = w.value[..., perm]
+        w[...] = w[...][..., perm]
     logits, _ = model(jnp.asarray(out["ids"]))
     assert np.abs(np.asarray(logits) - out["ref_logits"]).max() > 100 * LOGITS_TOL
 
@@ -218,7 +218,7 @@ def test_params_are_sharded_over_devices(tmp_path):
     m.save_pretrained(tmp_path)
     model, _ = hf.load(str(tmp_path), progress=False)
     n = jax.device_count()
-    wq = model.layers.wq.value  # [L, D, H, hd] = [3, 32, 4, 8]
+    wq = model.layers.wq[...]  # [L, D, H, hd] = [3, 32, 4, 8]
     if n > 1:
         spec = wq.sharding.spec
         assert spec[0] is None and "fsdp" in tuple(spec), spec
@@ -229,11 +229,11 @@ def test_bfloat16_checkpoint(tmp_path):
     m = _llama(tie=False, kv_heads=2).to(torch.bfloat16)
     m.save_pretrained(tmp_path)
     model, _ = hf.load(str(tmp_path), dtype="bfloat16", progress=False)
-    assert model.config.dtype == "bfloat16" and model.layers.wq.value.dtype == jnp.bfloat16
+    assert model.config.dtype == "bfloat16" and model.layers.wq[...].dtype == jnp.bfloat16
     ref = m.model.layers[1].self_attn.q_proj.weight.detach().float().numpy()  # [H * hd, D]
-    ours = np.asarray(model.layers.wq.value[1].astype(jnp.float32))  # [D, H, hd]
+    ours = np.asarray(model.layers.wq[...][1].astype(jnp.float32))  # [D, H, hd]
     np.testing.assert_array_equal(ours.reshape(32, -1).T, ref)
-    emb = np.asarray(model.embedding.value.astype(jnp.float32))
+    emb = np.asarray(model.embedding[...].astype(jnp.float32))
     np.testing.assert_array_equal(emb, m.model.embed_tokens.weight.detach().float().numpy())
 
 
@@ -315,8 +315,8 @@ def test_gpt2_hub_layout_without_prefix_and_with_buffers(tmp_path):
     tensors["h.0.attn.bias"] = np.tril(np.ones((1, 1, 16, 16), np.float32))
     _write_safetensors(tmp_path, tensors)
     model, _ = hf.load(str(tmp_path), progress=False)
-    np.testing.assert_array_equal(np.asarray(model.pos_embedding.value), tensors["wpe.weight"])
+    np.testing.assert_array_equal(np.asarray(model.pos_embedding[...]), tensors["wpe.weight"])
     # c_attn is [in, out] with q | k | v columns: k of head 1 is columns D + hd .. D + 2 hd.
     np.testing.assert_array_equal(
-        np.asarray(model.layers.wk.value[0, :, 1]), tensors["h.0.attn.c_attn.weight"][:, 24:32]
+        np.asarray(model.layers.wk[...][0, :, 1]), tensors["h.0.attn.c_attn.weight"][:, 24:32]
     )
