@@ -61,6 +61,14 @@ def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDi
 
 
 def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help", "-help") for a in argv):
+        print(__doc__.strip())
+        print(
+            "\nflags:\n  --config FILE[:ARG]   config file (configs/*.py) and its optional argument"
+            "\n  --workdir DIR         run directory (checkpoints, metrics, config.json)"
+            "\n  --config.KEY=VALUE    override any key of the config"
+        )
+        return 0
     full_argv = ["sinks-jax train", *argv]
     fv = _flag_values(full_argv)
     try:
