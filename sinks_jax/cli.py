@@ -7,7 +7,11 @@ Each subcommand lives beside the code it drives and is imported only when used, 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Errors that mean "the input is wrong" (their messages name the value and the fix).
+_INPUT_ERRORS = (ValueError, FileNotFoundError)
 
 # name -> ("module", "function", one-line help)
 COMMANDS = {
@@ -45,7 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     module, func, _ = COMMANDS[name]
-    result = getattr(importlib.import_module(module), func)(rest)
+    try:
+        result = getattr(importlib.import_module(module), func)(rest)
+    except Exception as e:  # bad input: one actionable line instead of a traceback
+        ours = type(e).__module__.startswith("sinks_jax")
+        if os.environ.get("SINKS_JAX_DEBUG") or not (ours or isinstance(e, _INPUT_ERRORS)):
+            raise
+        print(
+            f"sinks-jax {name}: error: {e}\n(set SINKS_JAX_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 2
     return int(result or 0)
 
 
