@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--workdir", help="a training run's workdir (latest checkpoint is used)")
     src.add_argument("--hf", help="a Hugging Face checkpoint folder (config.json, safetensors)")
     src.add_argument(
+        "--init-hf-config",
+        help="a randomly initialised model of a Hugging Face shape: a config.json path, or "
+        "'llama-3.1-8b' (bf16; tokens from --tokenizer, default byte)",
+    )
+    src.add_argument(
         "--init-tiny",
         action="store_true",
         help="a freshly initialised tiny model (byte vocabulary): smoke tests",
@@ -275,6 +280,22 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | 
             f"tiny random init (seed {args.seed})",
             None,
         )
+    if args.init_hf_config:
+        from sinks_jax import hf
+
+        if args.init_hf_config.lower() == "llama-3.1-8b":
+            hf_config = hf.LLAMA_3_1_8B
+        elif os.path.isfile(args.init_hf_config):
+            with open(args.init_hf_config) as f:
+                hf_config = json.load(f)
+        else:
+            raise FileNotFoundError(
+                f"--init-hf-config {args.init_hf_config!r}: not a file; give a config.json "
+                "path or 'llama-3.1-8b'."
+            )
+        dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
+        model = hf.random_model(hf_config, seed=args.seed, dtype=dtype, attention="xla")
+        return model, load_tokenizer(args.tokenizer), f"random init of {args.init_hf_config}", None
     if args.hf:
         try:
             from sinks_jax import hf

@@ -301,3 +301,26 @@ def test_analyze_loss_file_and_long_context(tmp_path):
     assert lc["seq_len"] == 300 and lc["backend"] == "blockwise"
     assert np.asarray(lc["sink_scores_LxH"]).shape == (2, 4)
     assert len(lc["top_received_keys"]) == 8
+
+
+def test_analyze_random_model_of_a_hf_shape(tmp_path):
+    config = {
+        "model_type": "llama",
+        "vocab_size": 300,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_act": "silu",
+        "max_position_embeddings": 512,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    out = tmp_path / "report"
+    assert analyze.main(["--init-hf-config", str(path), "--skip-jacobian", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert np.asarray(report["sinks"]["with_bos"]["sink_score_mean_LxH"]).shape == (3, 4)
