@@ -408,8 +408,8 @@ def bos_loss_report(
     x_NxT = jnp.asarray(rows, jnp.int32)
     with_bos = jnp.concatenate([jnp.full((len(rows), 1), bos_id, jnp.int32), x_NxT[:, :-1]], 1)
 
-    @jax.jit
-    def losses(tokens_with_bos, tokens_text):
+    @nnx.jit  # the model is an argument, not a closure: its weights must not become constants
+    def losses(model, tokens_with_bos, tokens_text):
         lw = jax.nn.log_softmax(model(tokens_with_bos)[0].astype(jnp.float32))[:, 1:]
         lt = jax.nn.log_softmax(model(tokens_text)[0].astype(jnp.float32))[:, :-1]
         targets = tokens_text[:, 1:, None]
@@ -420,7 +420,7 @@ def bos_loss_report(
 
     total_w = total_t = 0.0
     for i in tqdm(range(0, len(rows), batch), desc="loss", unit="batch"):
-        w, t = losses(with_bos[i : i + batch], x_NxT[i : i + batch])
+        w, t = losses(model, with_bos[i : i + batch], x_NxT[i : i + batch])
         total_w, total_t = total_w + float(w), total_t + float(t)
     n = len(rows) * (seq_len - 1)
     return {
@@ -453,13 +453,13 @@ def long_context_report(
     body = (stream * (length // len(stream) + 1))[: length - len(prefix)]
     tokens = jnp.asarray([prefix + body], jnp.int32)
 
-    @jax.jit
-    def stats(tokens):
-        _, aux = fused_model(tokens, collect=("sink_attn", "received_attn"))
+    @nnx.jit  # the model is an argument, not a closure: its weights must not become constants
+    def stats(model, tokens):
+        _, aux = model(tokens, collect=("sink_attn", "received_attn"))
         return aux["sink_attn"], aux["received_attn"].mean(axis=(0, 1, 2))
 
     start = time.time()
-    sink_attn, received_T = jax.block_until_ready(stats(tokens))
+    sink_attn, received_T = jax.block_until_ready(stats(fused_model, tokens))
     seconds = time.time() - start
     scores_LxBxH = analysis.sink_scores_from_column(sink_attn)
     top = jax.lax.top_k(received_T, 8)
