@@ -210,6 +210,7 @@ def _train_config(args, backend: str, intra_doc: bool):
 def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) -> dict:
     """Tokens/s, step time, MFU and memory of the real jitted train step on random tokens."""
     from sinks_jax.train import flops, optim, sharding
+    from sinks_jax.train.state import init_state
     from sinks_jax.train import step as step_lib
 
     config = _train_config(args, backend, intra_doc)
@@ -226,14 +227,9 @@ def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) 
     if args.per_device_batch:  # scaling mode: fixed work per device
         micro, k = args.per_device_batch * len(devices), args.accumulation
     tx = optim.make_optimizer(config.optim, max(config.num_steps, config.optim.warmup_steps + 1))
-    graphdef, abs_state = nnx.split(nnx.eval_shape(lambda: Transformer(mcfg, rngs=nnx.Rngs(0))))
-    abs_params = abs_state.to_pure_dict()
-    p_sh = sharding.tree_shardings(mesh, abs_params)
-    o_sh = sharding.tree_shardings(mesh, jax.eval_shape(tx.init, abs_params))
-    params = jax.jit(
-        lambda: nnx.split(Transformer(mcfg, rngs=nnx.Rngs(0)))[1].to_pure_dict(), out_shardings=p_sh
-    )()
-    opt_state = jax.jit(tx.init, in_shardings=(p_sh,), out_shardings=o_sh)(params)
+    state = init_state(mcfg, tx, mesh, seed=0)
+    graphdef, params, opt_state = state.graphdef, state.params, state.opt_state
+    p_sh, o_sh = state.param_shardings, state.opt_shardings
     b_sh = sharding.batch_sharding(mesh, accumulate=True)
     rng = np.random.default_rng(0)
     tokens = rng.integers(3, mcfg.vocab_size, (k, micro, T), dtype=np.int32)

@@ -23,13 +23,13 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 from tqdm.auto import tqdm
 
 from sinks_jax import analysis
-from sinks_jax.model import ModelConfig, Transformer
+from sinks_jax.model import ModelConfig
 from sinks_jax.train import checkpoint as ckpt_lib
 from sinks_jax.train import flops, optim, sharding
+from sinks_jax.train import state as state_lib
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
 
@@ -134,19 +134,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     # Parameters are created directly on the mesh, sharded by the FSDP rule.
     tx = optim.make_optimizer(config.optim, config.num_steps)
-    abstract_model = nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(0)))
-    graphdef, abstract_state = nnx.split(abstract_model)
-    abs_params = nnx.to_pure_dict(abstract_state)
-    p_shard = sharding.tree_shardings(mesh, abs_params)
-    abs_opt = jax.eval_shape(tx.init, abs_params)
-    o_shard = sharding.tree_shardings(mesh, abs_opt)
+    state = state_lib.init_state(model_cfg, tx, mesh, config.seed)
+    graphdef, params, opt_state = state.graphdef, state.params, state.opt_state
+    p_shard, o_shard = state.param_shardings, state.opt_shardings
+    abs_params, abs_opt = state.abstract_params, state.abstract_opt_state
     repl = sharding.replicated(mesh)
-
-    def init_params():
-        return nnx.to_pure_dict(nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(config.seed)))[1])
-
-    params = jax.jit(init_params, out_shardings=p_shard)()
-    opt_state = jax.jit(tx.init, in_shardings=(p_shard,), out_shardings=o_shard)(params)
 
     ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
     start = 0
