@@ -235,9 +235,9 @@ def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) 
     tokens = rng.integers(3, mcfg.vocab_size, (k, micro, T), dtype=np.int32)
     if intra_doc:
         seg = np.stack([np.asarray(_segments(micro, T, seed=i)) for i in range(k)])
-        starts = np.concatenate([np.ones((k, micro, 1), bool), seg[..., 1:] != seg[..., :-1]], -1)
-        idx = np.arange(T)[None, None]
-        pos = idx - np.maximum.accumulate(np.where(starts, idx, 0), axis=-1)
+        # position within the document = index - index of the document's first token
+        first = attn_lib.sink_index(jnp.asarray(seg.reshape(k * micro, T)), T, k * micro, True)
+        pos = np.arange(T) - np.asarray(first).reshape(k, micro, T)
     else:
         seg, pos = np.ones((k, micro, T), np.int32), np.broadcast_to(np.arange(T), (k, micro, T))
     batch = {
