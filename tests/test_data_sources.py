@@ -118,6 +118,7 @@ def test_hf_tokenizer_json(tmp_path):
         get_tokenizer(f"hf:{tmp_path}/tokenizer.json?eos=<eos>")
 
 
+@pytest.mark.tfds
 def test_tfds_offline_mock():
     tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is an optional extra")
     with tfds.testing.mock_data(num_examples=6):

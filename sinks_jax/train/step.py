@@ -229,7 +229,9 @@ def make_train_step(
         static_argnums=(3,),
         in_shardings=(param_shardings, opt_shardings, acc_shardings),
         out_shardings=(param_shardings, opt_shardings, replicated),
-        donate_argnums=(0, 1, 2),
+        # Only params and optimizer state: no output has the accumulators' layout, so XLA
+        # could not reuse their buffers (it warned "donated buffers were not usable").
+        donate_argnums=(0, 1),
     )
 
     def step(params, opt_state, batch_KxBxT):
