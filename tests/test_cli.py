@@ -56,7 +56,9 @@ def test_bad_input_is_one_actionable_line(tmp_path, capsys, monkeypatch):
         ),
     ],
 )
-def test_config_mistakes_are_one_line_and_leave_no_workdir(tmp_path, capsys, monkeypatch, args, expected):
+def test_config_mistakes_are_one_line_and_leave_no_workdir(
+    tmp_path, capsys, monkeypatch, args, expected
+):
     monkeypatch.delenv("SINKS_JAX_DEBUG", raising=False)
     workdir = tmp_path / "run"
     assert cli.main(["train", *args, "--workdir", str(workdir)]) == 2

@@ -129,14 +129,14 @@ def tiny(*overrides):
 
 @pytest.mark.parametrize("value", [0, -4])
 def test_non_positive_seq_len_is_refused(value):
-    with pytest.raises(ConfigError, match=f"seq_len={value} must be a positive int; set --config.seq_len"):
+    with pytest.raises(ConfigError, match=f"seq_len={value} must be a positive int; set --config"):
         validate_config(tiny(f"--config.seq_len={value}"))
 
 
 def test_backend_capabilities_are_checked_before_compiling():
     # cuDNN and Pallas need a GPU: refused on a CPU, accepted for a GPU.
     c = load_config(os.path.join(ROOT, "configs", "context_length.py:small,512"))
-    with pytest.raises(ConfigError, match="runs only on gpu.*'cpu'.*--config.model.attention=blockwise"):
+    with pytest.raises(ConfigError, match="only on gpu.*'cpu'.*--config.model.attention=blockwise"):
         validate_config(c, platform="cpu")
     assert validate_config(c, platform="gpu").attention == "cudnn"
     # Intra-document packing needs segment ids, which cuDNN does not have.
@@ -157,7 +157,7 @@ def test_backend_capabilities_are_checked_before_compiling():
     # What the model config alone decides fails when the ModelConfig is built.
     with pytest.raises(ValueError, match="attention='cudnn' does not compute in dtype='float32'"):
         ModelConfig(attention="cudnn", dtype="float32")
-    with pytest.raises(ValueError, match="attention='pallas' cannot keep key 0 visible.*'blockwise'"):
+    with pytest.raises(ValueError, match="attention='pallas' cannot keep key 0.*'blockwise'"):
         ModelConfig(attention="pallas", global_first_key=True)
 
 

@@ -200,8 +200,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     data = DataPipeline(config, micro_batch=micro_batch, accumulation=k)
     if data.vocab_size > model_cfg.vocab_size:
         raise ConfigError(
-            f"tokenizer {config.data.tokenizer!r} has {data.vocab_size} ids but "
-            f"model.vocab_size={model_cfg.vocab_size}; set --config.model.vocab_size={data.vocab_size}."
+            f"tokenizer {config.data.tokenizer!r} has {data.vocab_size} ids but model.vocab_size="
+            f"{model_cfg.vocab_size}; set --config.model.vocab_size={data.vocab_size}."
         )
     # Parameters are created directly on the mesh, sharded by the FSDP rule.
     tx = optim.make_optimizer(config.optim, config.num_steps)

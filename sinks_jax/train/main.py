@@ -123,7 +123,7 @@ def _parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
     parser.add_argument("--workdir")
     args, unknown = parser.parse_known_args(others)
     if unknown or args.config is None or args.workdir is None:
-        problem = f"unrecognised arguments {unknown}" if unknown else "--config and --workdir needed"
+        problem = f"unknown arguments {unknown}" if unknown else "--config and --workdir needed"
         raise ConfigError(
             f"{problem}; usage: sinks-jax train --config configs/X.py[:ARG] --workdir DIR "
             "[--config.key=value ...]"
