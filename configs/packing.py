@@ -6,6 +6,7 @@ Every variant is evaluated with and without a leading <bos> (the loop does both)
     sinks-jax sweep configs/packing.py:small --workdir runs/packing
 """
 
+from sinks_jax.model import backends
 from sinks_jax.train.config_base import parse_arg, sized_config
 
 # name -> (packing mode, intra-document masking)
@@ -35,8 +36,11 @@ def get_config(arg=None):
     c.data.reset_positions = c.data.intra_doc  # documents start at position 0 when masked apart.
     # The fixed <bos> must stay visible to every document under intra-doc masking.
     c.model.global_first_key = c.data.packing == "fixed_bos" and c.data.intra_doc
-    if c.data.intra_doc and c.model.attention == "cudnn":
-        c.model.attention = "pallas"  # cuDNN path has no segment masking; Pallas does.
+    # cuDNN has no segment masking: the fastest backend that masks documents apart (and keeps
+    # the fixed <bos> visible when asked) instead.
+    needs = {"segment_ids": c.data.intra_doc, "global_first_key": c.model.global_first_key}
+    if backends.problems(c.model.attention, **needs):
+        c.model.attention = "pallas" if "pallas" in backends.supporting(**needs) else "blockwise"
     c.sweep_key = "variant"  # categorical sweep: reported by name.
     c.variant = name  # the cell's name.
     return c

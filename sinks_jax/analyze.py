@@ -29,7 +29,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from tqdm import tqdm
 
 from sinks_jax import analysis, plots
 from sinks_jax.analysis import prompts as builtin_prompts
@@ -37,6 +36,7 @@ from sinks_jax.data import tokenizers
 from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.model import attention as attention_lib
 from sinks_jax.model.transformer import rope_inverse_frequencies
+from sinks_jax.progress import progress
 
 # --------------------------------------------------------------------------- arguments
 
@@ -419,7 +419,7 @@ def bos_loss_report(
         )
 
     total_w = total_t = 0.0
-    for i in tqdm(range(0, len(rows), batch), desc="loss", unit="batch"):
+    for i in progress(range(0, len(rows), batch), desc="loss", unit="batch"):
         w, t = losses(model, with_bos[i : i + batch], x_NxT[i : i + batch])
         total_w, total_t = total_w + float(w), total_t + float(t)
     n = len(rows) * (seq_len - 1)
@@ -528,7 +528,7 @@ def sink_report(
     """Sink rates, scores, received attention, value norms and collapse over all sequences."""
     parts: list[dict[str, np.ndarray]] = []
     N = tokens_NxT.shape[0]
-    for start in tqdm(range(0, N, batch_size), desc=desc, unit="batch", leave=False):
+    for start in progress(range(0, N, batch_size), desc=desc, unit="batch", leave=False):
         tok, val = tokens_NxT[start : start + batch_size], valid_NxT[start : start + batch_size]
         pad = batch_size - tok.shape[0]  # pad the last batch to keep one compiled shape
         if pad:
@@ -841,7 +841,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backend": jax.default_backend(),
     }
     report: dict[str, Any] = {"settings": settings, "sinks": {}}
-    for name, prefix in tqdm(layouts.items(), desc="sinks", unit="layout"):
+    for name, prefix in progress(layouts.items(), desc="sinks", unit="layout"):
         tokens, valid, kept = make_sequences(
             token_lists,
             args.seq_len,

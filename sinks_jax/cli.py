@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 
 # Errors that mean "the input is wrong" (their messages name the value and the fix).
 _INPUT_ERRORS = (ValueError, FileNotFoundError)
@@ -37,6 +38,8 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `sinks-jax ARGV` (None: the process's own arguments); returns the exit status."""
+    is_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -51,16 +54,39 @@ def main(argv: list[str] | None = None) -> int:
     module, func, _ = COMMANDS[name]
     try:
         result = getattr(importlib.import_module(module), func)(rest)
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and returns).
+        if debug():
+            raise
+        print(f"\nsinks-jax {name}: interrupted.", file=sys.stderr)
+        return 130
     except Exception as e:  # bad input: one actionable line instead of a traceback
-        ours = type(e).__module__.startswith("sinks_jax")
-        if os.environ.get("SINKS_JAX_DEBUG") or not (ours or isinstance(e, _INPUT_ERRORS)):
+        if debug() or not is_input_error(e):
             raise
         print(
             f"sinks-jax {name}: error: {e}\n(set SINKS_JAX_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
+        if is_process:  # the process ends now: silence the libraries' teardown.
+            _quiet_exit()
         return 2
     return int(result or 0)
+
+
+def debug() -> bool:
+    """Whether SINKS_JAX_DEBUG asks for tracebacks instead of one-line errors."""
+    return bool(os.environ.get("SINKS_JAX_DEBUG"))
+
+
+def is_input_error(e: BaseException) -> bool:
+    """Whether `e` means "the input is wrong" and its message says how (no traceback needed)."""
+    return type(e).__module__.startswith("sinks_jax") or isinstance(e, _INPUT_ERRORS)
+
+
+def _quiet_exit() -> None:
+    """After an error has been reported: no "Exception ignored" tracebacks from libraries'
+    finalizers and background threads (e.g. orbax after a failed restore) while exiting."""
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from sinks_jax import progress as progress_lib
 from sinks_jax.data.tokenizers import HFTokenizer
 from sinks_jax.model import ModelConfig, Transformer
 
@@ -438,11 +439,7 @@ def load_params(
     if unplanned:
         raise ValueError(f"{model_type}: no checkpoint weights for parameters {unplanned}.")
 
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is a dependency; keep loading without it anyway.
-        progress = False
-    it = tqdm(leaves, desc="loading weights", disable=not progress)
+    it = progress_lib.progress(leaves, desc="loading weights", disable=not progress)
     new_leaves = []
     for path, leaf in it:
         key = _path_names(path)

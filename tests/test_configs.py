@@ -1,4 +1,5 @@
-"""Every config file builds (default and every variant), and its tiny variant trains one step."""
+"""Every config file builds (default and every variant), its tiny variant trains one step, and
+configs that cannot run are refused before anything is built, with one line naming the fix."""
 
 import glob
 import importlib.util
@@ -13,7 +14,7 @@ from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.train import optim
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
-from sinks_jax.train.loop import validate_config
+from sinks_jax.train.validate import ConfigError, validate_config
 from sinks_jax.train.main import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,8 +60,7 @@ def test_config_and_variants_build(path):
             assert key in c, f"{spec} lacks {key}"
         for key in ("source", "tokenizer", "packing", "intra_doc"):
             assert key in c.data
-        model_cfg = ModelConfig.from_dict(c.model.to_dict())
-        validate_config(c, model_cfg)
+        validate_config(c)  # machine-independent checks (paper/small are GPU configs).
         optim.accumulation_steps(c.tokens_per_step, c.seq_len, c.micro_batch_size)
 
 
@@ -100,8 +100,7 @@ def test_tiny_variant_runs_one_step(path):
     c = load_config(
         f"{path}:{mod.TINY_ARG}", ["--config.num_steps=2", "--config.optim.warmup_steps=1"]
     )
-    model_cfg = ModelConfig.from_dict(c.model.to_dict())
-    validate_config(c, model_cfg)
+    model_cfg = validate_config(c, platform="cpu")
     k = optim.accumulation_steps(c.tokens_per_step, c.seq_len, c.micro_batch_size)
     data = DataPipeline(c, micro_batch=c.tokens_per_step // c.seq_len // k, accumulation=k)
     graphdef, state = nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(0)))
@@ -122,3 +121,81 @@ def test_tiny_variant_runs_one_step(path):
     )(params, tx.init(params), batch)
     assert np.isfinite(float(metrics["loss"])) and bool(metrics["finite"])
     assert metrics["sink_attn"].shape == (model_cfg.num_layers, model_cfg.num_heads)
+
+
+def tiny(*overrides):
+    return load_config(os.path.join(ROOT, "configs", "context_length.py:tiny,32"), list(overrides))
+
+
+@pytest.mark.parametrize("value", [0, -4])
+def test_non_positive_seq_len_is_refused(value):
+    with pytest.raises(ConfigError, match=f"seq_len={value} must be a positive int; set --config"):
+        validate_config(tiny(f"--config.seq_len={value}"))
+
+
+def test_backend_capabilities_are_checked_before_compiling():
+    # cuDNN and Pallas need a GPU: refused on a CPU, accepted for a GPU.
+    c = load_config(os.path.join(ROOT, "configs", "context_length.py:small,512"))
+    with pytest.raises(ConfigError, match="only on gpu.*'cpu'.*--config.model.attention=blockwise"):
+        validate_config(c, platform="cpu")
+    assert validate_config(c, platform="gpu").attention == "cudnn"
+    # Intra-document packing needs segment ids, which cuDNN does not have.
+    c = tiny("--config.model.attention=cudnn", "--config.model.dtype=bfloat16")
+    validate_config(c, platform="gpu")
+    c = tiny("--config.model.attention=cudnn", "--config.model.dtype=bfloat16",
+             "--config.data.intra_doc=True")  # fmt: skip
+    with pytest.raises(ConfigError, match="has no segment ids.*can: xla, blockwise, pallas"):
+        validate_config(c, platform="gpu")
+    # Pallas tiles T by 128 (powers of two below): T=192 fails, 256 and the sink eval's 64 run.
+    for t, ok in ((192, False), (256, True), (96, False), (64, True)):
+        c = tiny("--config.model.attention=pallas", f"--config.seq_len={t}")
+        if ok:
+            validate_config(c, platform="gpu")
+        else:
+            with pytest.raises(ConfigError, match=f"multiples of 128.*not {t}"):
+                validate_config(c, platform="gpu")
+    # What the model config alone decides fails when the ModelConfig is built.
+    with pytest.raises(ValueError, match="attention='cudnn' does not compute in dtype='float32'"):
+        ModelConfig(attention="cudnn", dtype="float32")
+    with pytest.raises(ValueError, match="attention='pallas' cannot keep key 0.*'blockwise'"):
+        ModelConfig(attention="pallas", global_first_key=True)
+
+
+def test_capability_table_agrees_with_the_kernels():
+    """Every combination the table refuses is also refused by the kernel itself (the guards
+    that fire at trace time), so the early check never lets through what would fail later."""
+    import jax.numpy as jnp
+
+    from sinks_jax.model import attention as attn
+    from sinks_jax.model import backends
+
+    def call(name, dtype, segments, first_key):
+        q = jnp.zeros((1, 8, 2, 4), dtype)
+        seg = jnp.ones((1, 8), jnp.int32) if segments else None
+        return attn.attention(
+            q, q, q, backend=name, segment_ids=seg, global_first_key=first_key
+        )
+
+    for name in backends.BACKENDS:
+        for dtype in backends.ALL_DTYPES:
+            for segments, first_key in ((False, False), (True, False), (True, True)):
+                found = backends.problems(
+                    name, dtype=dtype, segment_ids=segments, global_first_key=first_key
+                )
+                if found:
+                    with pytest.raises(ValueError):
+                        call(name, dtype, segments, first_key)
+    assert backends.supporting(segment_ids=True, global_first_key=True, platform="gpu") == [
+        "xla",
+        "blockwise",
+    ]
+
+
+@pytest.mark.parametrize("size", ["paper", "small"])
+def test_packing_grid_picks_a_backend_that_can_mask(size):
+    path = os.path.join(ROOT, "configs", "packing.py")
+    for name, arg in module(path).variants(size).items():
+        c = load_config(f"{path}:{arg}")
+        model_cfg = validate_config(c, platform="gpu")
+        if c.data.intra_doc:
+            assert model_cfg.attention in ("pallas", "blockwise"), name

@@ -37,11 +37,11 @@ from collections.abc import Iterable, Iterator
 
 import grain
 import numpy as np
-from tqdm.auto import tqdm
 
 from sinks_jax.data import packing
 from sinks_jax.data.sources import SyntheticSource, check_split, get_source
 from sinks_jax.data.tokenizers import Tokenizer, get_tokenizer
+from sinks_jax.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def tokenize_documents(texts: Iterable[str], tokenizer: Tokenizer, *, batch_docs
     """Tokenise documents back to back: `(raw_L int32, offsets_Dp1 int64)`, no specials."""
     pieces: list[np.ndarray] = []
     batch: list[str] = []
-    bar = tqdm(desc=desc or "tokenising", unit=" docs", disable=not progress, leave=False)
+    bar = progress_bar(desc=desc or "tokenising", unit=" docs", disable=not progress, leave=False)
 
     def flush() -> None:
         pieces.extend(tokenizer.encode_batch(batch))

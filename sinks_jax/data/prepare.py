@@ -26,12 +26,12 @@ import sys
 import time
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from sinks_jax.data import packing
 from sinks_jax.data.loader import PackedRows, _PackKwargs
 from sinks_jax.data.sources import get_source
 from sinks_jax.data.tokenizers import Tokenizer, get_tokenizer
+from sinks_jax.progress import progress
 
 
 def _write_json(path: str, obj: dict) -> None:
@@ -59,8 +59,8 @@ def prepare_split(source: str, tokenizer: Tokenizer, split: str, out: str, *,
             return done
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.int32
     texts = src.documents(split)
-    bar = tqdm(desc=f"prepare {split}", unit=" docs", initial=done["documents"],
-               total=max_documents, disable=not sys.stderr.isatty())
+    bar = progress(desc=f"prepare {split}", unit=" docs", initial=done["documents"],
+                   total=max_documents)
     skipped = 0
     pieces: list[np.ndarray] = []
     batch: list[str] = []

@@ -30,8 +30,7 @@ import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
 from sinks_jax.model import fused
-
-BACKENDS = ("xla", "blockwise", "cudnn", "pallas")
+from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
 
 
 class AttentionOut(NamedTuple):
@@ -150,7 +149,7 @@ def attention(
             global_first_key=global_first_key,
         )
         return AttentionOut(out, lse, None)
-    raise ValueError(f"attention: unknown backend {backend!r}; choose one of {BACKENDS}.")
+    raise ValueError(f"attention: unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
 
 
 def sink_index(

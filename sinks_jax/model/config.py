@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-BACKENDS = ("xla", "blockwise", "cudnn", "pallas")
-DTYPES = ("float32", "bfloat16", "float16")
+from sinks_jax.model import backends
+from sinks_jax.model.backends import BACKENDS
+
+DTYPES = backends.ALL_DTYPES
 NORM_TYPES = ("rms", "layer")
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 POSITION_TYPES = ("rope", "learned", "none")
@@ -98,7 +100,7 @@ class ModelConfig:
             "attention='blockwise' on TPU, which returns the same statistics.",
         )
         for name, allowed in (
-            ("attention", BACKENDS),
+            ("attention", tuple(BACKENDS)),
             ("dtype", DTYPES),
             ("param_dtype", DTYPES),
             ("logits_dtype", DTYPES),
@@ -109,6 +111,11 @@ class ModelConfig:
         ):
             v = getattr(self, name)
             need(v in allowed, f"{name}={v!r} is not one of {allowed}.")
+        for problem in backends.problems(
+            self.attention, dtype=self.dtype, global_first_key=self.global_first_key
+        ):
+            can = backends.supporting(dtype=self.dtype, global_first_key=self.global_first_key)
+            need(False, f"attention={self.attention!r} {problem}; backends that can: {can}.")
         need(
             self.max_position_embeddings > 0,
             f"max_position_embeddings={self.max_position_embeddings} must be positive.",

@@ -4,5 +4,6 @@
 
 Modules: `optim` (AdamW + schedule), `sharding` (mesh, FSDP rules), `step` (jitted train and
 eval steps with in-step sink statistics), `checkpoint` (orbax manager, resume, `load_model`),
-`loop` (the training loop), `main` (the CLI), `sweep`, `report`.
+`validate` (config checks before anything is built), `loop` (the training loop), `main` (the
+CLI), `sweep`, `report`.
 """

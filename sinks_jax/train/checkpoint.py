@@ -83,10 +83,10 @@ class Checkpointer:
             )
         except Exception as e:  # orbax raises many types; all mean "this checkpoint is bad".
             raise CheckpointError(
-                f"checkpoint step {step} in {self.directory} exists but could not be restored "
-                f"({type(e).__name__}: {e}). Refusing to start from scratch: delete "
-                f"{os.path.join(self.directory, str(step))} to resume from an older step, or "
-                "use a new --workdir."
+                f"checkpoint {os.path.join(self.directory, str(step))} exists but does not "
+                f"restore ({type(e).__name__}; SINKS_JAX_DEBUG=1 shows orbax's error). "
+                "Refusing to start from scratch: delete that folder to resume from an older "
+                "step, or use a new --workdir."
             ) from e
         return out["params"], out["opt_state"], dict(out["meta"])
 
@@ -151,8 +151,9 @@ def load_model(workdir: str, step: int | None = None) -> tuple[Transformer, dict
         )["params"]
     except Exception as e:
         raise CheckpointError(
-            f"checkpoint step {step} in {ckpt.directory} could not be restored "
-            f"({type(e).__name__}: {e})."
+            f"checkpoint {os.path.join(ckpt.directory, str(step))} does not restore "
+            f"({type(e).__name__}; SINKS_JAX_DEBUG=1 shows orbax's error); delete that "
+            "folder to load the previous checkpoint."
         ) from e
     finally:
         ckpt.close()

@@ -2,36 +2,47 @@
 
     summary = train(config, workdir)
 
+reads as its steps: `setup` (checks, data, model, step functions; writes nothing, so a run
+that cannot start leaves no workdir behind), `restore` (the newest checkpoint, if any),
+`run_steps`, `evaluate` and `finish` (final checkpoint and summary.json).
+
 Per step: one jitted update over `tokens_per_step` tokens (micro-batches scanned inside the
 step). Every `sink_stats_every` steps the step variant that also returns sink statistics of
 its own forward pass at full context runs instead. Every `eval_every` steps (and at the end):
 validation loss on a fixed set of held-out batches, and sink scores / rates at T = 64 on
 held-out documents with and without a leading `<bos>`. Metrics go to `metrics.jsonl` and
-TensorBoard; a tqdm bar shows loss, tokens/s and MFU. A non-finite loss or gradient stops
-the run after saving the last good state; SIGTERM saves and exits cleanly.
+TensorBoard (a resumed run first drops the rows past its checkpoint, so each step is logged
+once); progress shows loss, tokens/s and MFU (`sinks_jax.progress`). A non-finite loss or
+gradient stops the run after saving the last good state. SIGTERM or Ctrl-C (SIGINT) stop it
+after the current step with a checkpoint and a summary; a second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import signal
+import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from tqdm.auto import tqdm
 
 from sinks_jax import analysis
 from sinks_jax.model import ModelConfig
+from sinks_jax.progress import progress
 from sinks_jax.train import checkpoint as ckpt_lib
 from sinks_jax.train import flops, optim, sharding
 from sinks_jax.train import state as state_lib
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
+from sinks_jax.train.validate import ConfigError, validate_config
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"
@@ -41,19 +52,51 @@ class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite."""
 
 
-class MetricsWriter:
-    """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard."""
+def keep_metrics_through(path: str, step: int) -> int:
+    """Drop the rows of metrics.jsonl logged after `step` (and any torn last line); returns
+    how many rows were dropped. A run stopped after its last checkpoint logged them, and the
+    resumed run logs those steps again."""
+    if not os.path.exists(path):
+        return 0
+    kept, dropped = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
 
-    def __init__(self, workdir: str, enabled: bool):
+
+class MetricsWriter:
+    """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard.
+
+    `after_step` is the step the run resumes from: rows above it are dropped first, and
+    TensorBoard is told to purge its events above it too.
+    """
+
+    def __init__(self, workdir: str, enabled: bool, after_step: int = 0):
         self.enabled = enabled
         if not enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self.file = open(os.path.join(workdir, METRICS_FILE), "a")  # noqa: SIM115 (closed in close())
+        path = os.path.join(workdir, METRICS_FILE)
+        keep_metrics_through(path, after_step)
+        self.file = open(path, "a")  # noqa: SIM115 (closed in close())
         try:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+            self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=after_step + 1)
         except ImportError:  # TensorBoard output is optional.
             self.tb = None
 
@@ -75,6 +118,64 @@ class MetricsWriter:
                 self.tb.close()
 
 
+class StopRequest:
+    """While active, SIGTERM and Ctrl-C (SIGINT) ask the loop to stop after the current step
+    (`self.signal` names the first one). After a first Ctrl-C, SIGINT gets its default
+    action back, so a second Ctrl-C kills the process at once, without saving."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():  # only it may set handlers.
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signal = self.signal or signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            print(
+                "\nCtrl-C: saving a checkpoint after this step, then stopping "
+                "(Ctrl-C again aborts without saving).",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+@dataclasses.dataclass
+class Run:
+    """What `setup` builds: the config, data, state and step functions of one run."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    is_main: bool
+    data: DataPipeline
+    params: Any
+    opt_state: Any
+    state: state_lib.TrainState  # shardings and abstract trees (restore targets).
+    train_fn: Callable
+    train_stats_fn: Callable
+    eval_fn: Callable
+    sink_fn: Callable
+    batch_sharding: Any  # [k, B, T] train batches.
+    eval_batch_sharding: Any  # [B, T] validation batches.
+    replicated: Any
+    val_batches: list[dict[str, np.ndarray]]
+    sink_sets: dict[str, np.ndarray]
+    schedule: Callable
+    flops_per_token: float
+    peak_flops: float  # of all devices; 0: unknown (no MFU).
+
+
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in metrics.items():
@@ -83,149 +184,139 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_config(config: ml_collections.ConfigDict, model_cfg: ModelConfig) -> None:
-    """Cross-field checks that the individual dataclasses cannot do."""
-    if (
-        config.data.packing == "fixed_bos"
-        and config.data.intra_doc
-        and not model_cfg.global_first_key
-    ):
-        raise ValueError(
-            "data.packing='fixed_bos' with data.intra_doc=True needs model.global_first_key=True "
-            "(the fixed <bos> at position 0 must stay visible to every document); set "
-            "--config.model.global_first_key=True."
-        )
-    if model_cfg.attention == "cudnn" and config.data.intra_doc:
-        raise ValueError(
-            "model.attention='cudnn' has no segment masking; with data.intra_doc=True use "
-            "model.attention='pallas' or 'blockwise'."
-        )
-
-
-def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Train (or resume) the run described by `config` in `workdir`; returns the summary.
-
-    The summary (also written to WORKDIR/summary.json once `num_steps` is reached) holds the
-    final validation loss and sink rates. Raises TrainingDiverged on NaN/Inf (after saving
-    the last good state) and CheckpointError if the newest checkpoint cannot be restored.
-    """
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Check the config and build data, sharded state and step functions; writes no file."""
     sharding.maybe_initialize_distributed()
-    is_main = jax.process_index() == 0
-    model_cfg = ModelConfig.from_dict(config.model.to_dict())
-    validate_config(config, model_cfg)
+    model_cfg = validate_config(config, platform=jax.default_backend())
     mesh = sharding.make_mesh(config.mesh)
     n_dev = mesh.devices.size
     k = optim.accumulation_steps(config.tokens_per_step, config.seq_len, config.micro_batch_size)
     micro_batch = config.tokens_per_step // config.seq_len // k
     if micro_batch % n_dev or micro_batch % jax.process_count():
-        raise ValueError(
+        raise ConfigError(
             f"micro-batch of {micro_batch} sequences does not split over {n_dev} devices; "
             "make micro_batch_size (and tokens_per_step/seq_len) a multiple of the device count."
         )
-
     data = DataPipeline(config, micro_batch=micro_batch, accumulation=k)
     if data.vocab_size > model_cfg.vocab_size:
-        raise ValueError(
-            f"tokenizer {config.data.tokenizer!r} has {data.vocab_size} ids but "
-            f"model.vocab_size={model_cfg.vocab_size}; set --config.model.vocab_size={data.vocab_size}."
+        raise ConfigError(
+            f"tokenizer {config.data.tokenizer!r} has {data.vocab_size} ids but model.vocab_size="
+            f"{model_cfg.vocab_size}; set --config.model.vocab_size={data.vocab_size}."
         )
-    run_config = config.to_dict()
-    ckpt_lib.write_run_config(workdir, run_config)
-
     # Parameters are created directly on the mesh, sharded by the FSDP rule.
     tx = optim.make_optimizer(config.optim, config.num_steps)
     state = state_lib.init_state(model_cfg, tx, mesh, config.seed)
-    graphdef, params, opt_state = state.graphdef, state.params, state.opt_state
-    p_shard, o_shard = state.param_shardings, state.opt_shardings
-    abs_params, abs_opt = state.abstract_params, state.abstract_opt_state
     repl = sharding.replicated(mesh)
-
-    ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
-    start = 0
-    latest = ckpt.latest_step()
-    if latest is not None:
-        params, opt_state, meta = ckpt.restore(
-            latest,
-            ckpt_lib.abstract_like(abs_params, p_shard),
-            ckpt_lib.abstract_like(abs_opt, o_shard),
-        )
-        data.set_state(meta["data_state"])
-        start = int(meta["step"])
-        if is_main:
-            print(f"resumed from {ckpt.directory}/{latest} (step {start})")
-
-    use_segments = bool(config.data.intra_doc)
     kw = {
-        "param_shardings": p_shard,
-        "opt_shardings": o_shard,
+        "param_shardings": state.param_shardings,
+        "opt_shardings": state.opt_shardings,
         "batch_sharding": sharding.batch_sharding(mesh, accumulate=True),
         "replicated": repl,
-        "use_segments": use_segments,
+        "use_segments": bool(config.data.intra_doc),
     }
-    train_fn = step_lib.make_train_step(graphdef, tx, **kw, sink_stats=False)
-    train_stats_fn = step_lib.make_train_step(graphdef, tx, **kw, sink_stats=True)
-    eval_fn = step_lib.make_eval_step(
-        graphdef,
-        param_shardings=p_shard,
-        batch_sharding=sharding.batch_sharding(mesh, accumulate=False),
+    eval_batch_sharding = sharding.batch_sharding(mesh, accumulate=False)
+    return Run(
+        config=config,
+        workdir=workdir,
+        is_main=jax.process_index() == 0,
+        data=data,
+        params=state.params,
+        opt_state=state.opt_state,
+        state=dataclasses.replace(state, params=None, opt_state=None),  # the arrays are above.
+        train_fn=step_lib.make_train_step(state.graphdef, tx, **kw, sink_stats=False),
+        train_stats_fn=step_lib.make_train_step(state.graphdef, tx, **kw, sink_stats=True),
+        eval_fn=step_lib.make_eval_step(
+            state.graphdef,
+            param_shardings=state.param_shardings,
+            batch_sharding=eval_batch_sharding,
+            replicated=repl,
+            use_segments=kw["use_segments"],
+        ),
+        sink_fn=step_lib.make_sink_eval(
+            state.graphdef, param_shardings=state.param_shardings, replicated=repl
+        ),
+        batch_sharding=kw["batch_sharding"],
+        eval_batch_sharding=eval_batch_sharding,
         replicated=repl,
-        use_segments=use_segments,
+        val_batches=data.validation_batches(config.eval_batches),
+        sink_sets=data.sink_eval_sequences(config.eval_sink_sequences, config.eval_sink_len),
+        schedule=optim.make_schedule(config.optim, config.num_steps),
+        flops_per_token=flops.train_flops_per_token(model_cfg, config.seq_len),
+        peak_flops=flops.peak_flops_per_device(config.get("peak_flops_per_device", 0.0)) * n_dev,
     )
-    sink_fn = step_lib.make_sink_eval(graphdef, param_shardings=p_shard, replicated=repl)
-    val_batches = data.validation_batches(config.eval_batches)
-    sink_sets = data.sink_eval_sequences(config.eval_sink_sequences, config.eval_sink_len)
-    batch_sh = sharding.batch_sharding(mesh, accumulate=False)
 
-    def evaluate() -> dict[str, Any]:
-        total = count = 0.0
-        for b in val_batches:
-            s, c = eval_fn(params, sharding.global_batch(b, batch_sh))
-            total, count = total + float(s), count + float(c)
-        out: dict[str, Any] = {"val_loss": total / max(count, 1.0)}
-        for name, tokens_NxT in sink_sets.items():
-            scores_LxBxH = sink_fn(params, jax.device_put(tokens_NxT, repl))
-            for eps in step_lib.SINK_EPS:
-                out[f"val_sink_rate_{eps}_{name}"] = float(analysis.sink_rate(scores_LxBxH, eps))
-            out[f"val_sink_score_{name}"] = float(scores_LxBxH.mean())
-            out[f"val_sink_scores_{name}"] = np.asarray(scores_LxBxH.mean(axis=1)).tolist()
-        return out
 
-    flops_per_token = flops.train_flops_per_token(model_cfg, config.seq_len)
-    peak = flops.peak_flops_per_device(config.get("peak_flops_per_device", 0.0)) * n_dev
-    schedule = optim.make_schedule(config.optim, config.num_steps)
-    writer = MetricsWriter(workdir, enabled=is_main)
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    previous_handler = signal.signal(signal.SIGTERM, on_signal)
-
-    def save(step: int, force: bool) -> None:
-        if step in ckpt.manager.all_steps():  # e.g. a periodic save just wrote this step.
-            return
-        meta = {
-            "step": step,
-            "data_state": data.get_state(),
-            "rng": {"seed": config.seed},
-            "config": run_config,
-        }
-        ckpt.save(step, params, opt_state, meta, force=force)
-
-    summary: dict[str, Any] = {}
-    bar = tqdm(
-        total=config.num_steps, initial=start, disable=not is_main, desc="train", dynamic_ncols=True
+def restore(run: Run, ckpt: ckpt_lib.Checkpointer) -> int:
+    """Load the newest checkpoint into `run` (parameters, optimizer and data state); returns
+    its step, or 0 when there is none. Raises CheckpointError if it does not load."""
+    latest = ckpt.latest_step()
+    if latest is None:
+        return 0
+    s = run.state
+    run.params, run.opt_state, meta = ckpt.restore(
+        latest,
+        ckpt_lib.abstract_like(s.abstract_params, s.param_shardings),
+        ckpt_lib.abstract_like(s.abstract_opt_state, s.opt_shardings),
     )
-    last_time, step = time.perf_counter(), start
-    try:
-        while step < config.num_steps:
-            batch = sharding.global_batch(data.next_train(), kw["batch_sharding"])
-            with_stats = config.sink_stats_every > 0 and (step + 1) % config.sink_stats_every == 0
-            fn = train_stats_fn if with_stats else train_fn
-            params, opt_state, metrics = fn(params, opt_state, batch)
+    run.data.set_state(meta["data_state"])
+    if run.is_main:
+        print(f"resumed from {ckpt.directory}/{latest} (step {meta['step']})")
+    return int(meta["step"])
+
+
+def save(run: Run, ckpt: ckpt_lib.Checkpointer, step: int) -> None:
+    """Start saving the state after `step` steps (asynchronously; `ckpt.wait()` to finish)."""
+    if step in ckpt.manager.all_steps():  # e.g. a periodic save just wrote this step.
+        return
+    meta = {
+        "step": step,
+        "data_state": run.data.get_state(),
+        "rng": {"seed": run.config.seed},
+        "config": run.config.to_dict(),
+    }
+    ckpt.save(step, run.params, run.opt_state, meta, force=True)
+
+
+def evaluate(run: Run) -> dict[str, Any]:
+    """Validation loss, and sink rates and scores at T = eval_sink_len with and without <bos>."""
+    total = count = 0.0
+    for b in run.val_batches:
+        s, c = run.eval_fn(run.params, sharding.global_batch(b, run.eval_batch_sharding))
+        total, count = total + float(s), count + float(c)
+    out: dict[str, Any] = {"val_loss": total / max(count, 1.0)}
+    for name, tokens_NxT in run.sink_sets.items():
+        scores_LxBxH = run.sink_fn(run.params, jax.device_put(tokens_NxT, run.replicated))
+        for eps in step_lib.SINK_EPS:
+            out[f"val_sink_rate_{eps}_{name}"] = float(analysis.sink_rate(scores_LxBxH, eps))
+        out[f"val_sink_score_{name}"] = float(scores_LxBxH.mean())
+        out[f"val_sink_scores_{name}"] = np.asarray(scores_LxBxH.mean(axis=1)).tolist()
+    return out
+
+
+def run_steps(
+    run: Run, ckpt: ckpt_lib.Checkpointer, writer: MetricsWriter, start: int, stop: StopRequest
+) -> tuple[int, dict[str, Any]]:
+    """Train from step `start` to num_steps, or until a stop is requested; returns the step
+    reached and its metrics record."""
+    c = run.config
+    bar = progress(
+        total=c.num_steps,
+        initial=start,
+        disable=not run.is_main,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    step, record, last_time = start, {}, time.perf_counter()
+    with bar:
+        while step < c.num_steps:
+            batch = sharding.global_batch(run.data.next_train(), run.batch_sharding)
+            with_stats = c.sink_stats_every > 0 and (step + 1) % c.sink_stats_every == 0
+            fn = run.train_stats_fn if with_stats else run.train_fn
+            run.params, run.opt_state, metrics = fn(run.params, run.opt_state, batch)
             metrics = _scalars(jax.device_get(metrics))
             if not metrics.pop("finite"):
-                save(step, force=True)
+                save(run, ckpt, step)
                 ckpt.wait()
                 raise TrainingDiverged(
                     f"non-finite loss ({metrics['loss']}) or gradient norm "
@@ -235,50 +326,99 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 )
             step += 1
             now = time.perf_counter()
-            tokens_per_s = config.tokens_per_step / max(now - last_time, 1e-9)
+            tokens_per_s = c.tokens_per_step / max(now - last_time, 1e-9)
             last_time = now
-            record = {**metrics, "lr": float(schedule(step - 1)), "tokens_per_s": tokens_per_s}
-            if peak > 0:
-                record["mfu"] = tokens_per_s * flops_per_token / peak
+            record = {**metrics, "lr": float(run.schedule(step - 1)), "tokens_per_s": tokens_per_s}
             postfix = {"loss": f"{metrics['loss']:.3f}", "tok/s": f"{tokens_per_s:,.0f}"}
-            if "mfu" in record:
+            if run.peak_flops > 0:
+                record["mfu"] = tokens_per_s * run.flops_per_token / run.peak_flops
                 postfix["mfu"] = f"{record['mfu']:.1%}"
-            if step % config.eval_every == 0 or step == config.num_steps:
-                record.update(evaluate())
+            if step % c.eval_every == 0 or step == c.num_steps:
+                record.update(evaluate(run))
                 postfix["val"] = f"{record['val_loss']:.3f}"
                 postfix["sink@.3"] = f"{record['val_sink_rate_0.3_bos']:.0%}"
                 last_time = time.perf_counter()  # evaluation time is not training throughput.
-            if step % config.log_every == 0 or "val_loss" in record or with_stats:
+            if step % c.log_every == 0 or "val_loss" in record or with_stats:
                 writer.write(step, record)
             bar.set_postfix(postfix, refresh=False)
             bar.update(1)
-            if step % config.checkpoint_every == 0 or step == config.num_steps:
-                save(step, force=True)
-            if stop["signal"] is not None or ckpt.manager.reached_preemption(step):
-                save(step, force=True)
-                ckpt.wait()
-                if is_main:
-                    bar.write(
-                        f"stopped by signal at step {step}; checkpoint saved, rerun to resume."
-                    )
-                return {"status": "preempted", "step": step}
-        summary_path = os.path.join(workdir, SUMMARY_FILE)
-        if step == start and os.path.exists(summary_path):  # already finished earlier.
-            with open(summary_path) as f:
-                summary = json.load(f)
-        else:
-            final = record if step > start else evaluate()
-            summary = {"status": "finished", "step": step}
-            summary.update(
-                {k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k}
+            if step % c.checkpoint_every == 0 or step == c.num_steps:
+                save(run, ckpt, step)
+            if stop.signal is not None or ckpt.manager.reached_preemption(step):
+                break
+    return step, record
+
+
+def _write_summary(run: Run, summary: dict[str, Any]) -> None:
+    if run.is_main:
+        with open(os.path.join(run.workdir, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+
+
+def finish(
+    run: Run,
+    ckpt: ckpt_lib.Checkpointer,
+    start: int,
+    step: int,
+    record: dict[str, Any],
+    stopped_by: str | None,
+) -> dict[str, Any]:
+    """Save the last state and write summary.json: the final evaluation, or, for a run
+    stopped early, the step and checkpoint to resume from."""
+    c = run.config
+    if step < c.num_steps:  # stopped by a signal (or the orbax preemption sync).
+        save(run, ckpt, step)
+        ckpt.wait()
+        stopped_by = stopped_by or "SIGTERM"
+        summary = {
+            "status": "interrupted" if stopped_by == "SIGINT" else "preempted",
+            "step": step,
+            "signal": stopped_by,
+            "checkpoint": os.path.join(ckpt.directory, str(step)),
+        }
+        _write_summary(run, summary)
+        if run.is_main:
+            print(
+                f"stopped by {stopped_by} at step {step} of {c.num_steps}: saved checkpoint "
+                f"{summary['checkpoint']} and {os.path.join(run.workdir, SUMMARY_FILE)}; "
+                "run the same command again to resume from it.",
+                file=sys.stderr,
             )
-            ckpt.wait()
-            if is_main:
-                with open(summary_path, "w") as f:
-                    json.dump(summary, f, indent=2)
-    finally:
-        bar.close()
-        ckpt.close()
-        writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        return summary
+    summary_path = os.path.join(run.workdir, SUMMARY_FILE)
+    if step == start and os.path.exists(summary_path):  # finished earlier?
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if summary.get("status") == "finished":
+            return summary
+    final = record if "val_loss" in record else evaluate(run)
+    summary = {"status": "finished", "step": step}
+    summary.update({k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k})
+    ckpt.wait()
+    _write_summary(run, summary)
     return summary
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train (or resume) the run described by `config` in `workdir`; returns the summary.
+
+    The summary (also written to WORKDIR/summary.json) holds the final validation loss and
+    sink rates once `num_steps` is reached, or the status "interrupted" (Ctrl-C) or
+    "preempted" (SIGTERM) and the step saved. Raises ConfigError for a config that cannot
+    run (before writing anything), TrainingDiverged on NaN/Inf (after saving the last good
+    state) and CheckpointError if the newest checkpoint cannot be restored.
+    """
+    run = setup(config, workdir)
+    ckpt = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints)
+    writer = None
+    try:
+        start = restore(run, ckpt)
+        ckpt_lib.write_run_config(workdir, config.to_dict())
+        writer = MetricsWriter(workdir, enabled=run.is_main, after_step=start)
+        with StopRequest() as stop:
+            step, record = run_steps(run, ckpt, writer, start, stop)
+            return finish(run, ckpt, start, step, record, stop.signal)
+    finally:
+        ckpt.close()
+        if writer is not None:
+            writer.close()

@@ -4,19 +4,29 @@ Trains one config variant in DIR, resuming from DIR's newest checkpoint. A confi
 `train_all_variants` field is True (the quickstart) trains every variant its file lists into
 DIR/<variant> and prints the family's table, as `sinks-jax sweep` followed by
 `sinks-jax report` would.
+
+Ctrl-C (or SIGTERM) saves a checkpoint and summary.json after the current step and exits
+(status 130, or 143 for SIGTERM); the same command resumes. A second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
+import argparse
+import glob
+import os
+import shlex
+import signal
 import sys
 
 import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from sinks_jax.train.validate import ConfigError
+
 
 def _flag_values(argv: list[str]) -> flags.FlagValues:
-    """Fresh flags (so `main` can run several times in one process) that read `argv`."""
+    """Fresh flags (so loading can run several times in one process) that read `argv`."""
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(
         "config",
@@ -25,9 +35,6 @@ def _flag_values(argv: list[str]) -> flags.FlagValues:
         flag_values=fv,
         lock_config=True,
         sys_argv=argv,
-    )
-    flags.DEFINE_string(
-        "workdir", None, "run directory (checkpoints, metrics, config.json)", flag_values=fv
     )
     return fv
 
@@ -52,12 +59,76 @@ def config_overrides(argv: list[str]) -> list[str]:
     return split_overrides(argv)[0]
 
 
+def _root_message(e: BaseException) -> str:
+    """The last line of the innermost exception: what a failing config file really said."""
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    lines = [line for line in str(e).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(e).__name__
+
+
+def _unknown_key(spec: str, overrides: list[str]) -> str | None:
+    """The one-line error of the first override naming no key of the config, else None."""
+    config = load_config(spec)
+    for o in overrides:
+        path = o[len("--config.") :].partition("=")[0]
+        node = config
+        for i, part in enumerate(path.split(".")):
+            if not isinstance(node, ml_collections.ConfigDict) or "[" in part:
+                break
+            try:
+                node = node[part]
+            except KeyError as e:  # ml_collections adds 'Did you mean "x" instead of "y"?'
+                where = ".".join(path.split(".")[:i]) or "the config"
+                hint = [ln for ln in str(e.args[0]).splitlines() if ln.startswith("Did you")]
+                fix = hint[0] if hint else "train/config_base.py lists every key"
+                return f"--config.{path}: {where} has no key {part!r}. {fix}"
+    return None
+
+
 def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
-    """The config of `path[:arg]` with `--config.key=value` overrides applied (absl parsing)."""
+    """The config of `path[:arg]` with `--config.key=value` overrides applied (absl parsing).
+
+    Raises ConfigError with one line for a missing file, a `get_config` that fails, an
+    unknown key (with ml_collections' "did you mean") or a value of the wrong type.
+    """
+    path = spec.partition(":")[0]
+    if not os.path.isfile(path):
+        near = sorted(glob.glob(os.path.join(os.path.dirname(path) or ".", "*.py")))
+        raise ConfigError(
+            f"config file {path!r} does not exist"
+            + (f"; files next to it: {', '.join(near)}." if near else "; see configs/*.py.")
+        )
     argv = ["sinks-jax", f"--config={spec}", *overrides]
     fv = _flag_values(argv)
-    fv(argv)
-    return fv.config
+    try:
+        fv(argv)
+        config = fv.config
+        config.get("seed")  # a file that failed to load raises its error on first access.
+    except (KeyError, AttributeError) as e:
+        message = _unknown_key(spec, list(overrides)) if overrides else None
+        raise ConfigError(message or f"{spec}: {_root_message(e)}") from e
+    except flags.Error as e:  # a value of the wrong type, or get_config() raised.
+        message = str(e) if "Error whilst parsing" not in str(e) else _root_message(e)
+        raise ConfigError(f"{spec}: {message}") from e
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"{spec}: {_root_message(e)}") from e
+    return config
+
+
+def _parse_args(argv: list[str]) -> tuple[str, str, list[str]]:
+    overrides, others = split_overrides(argv)
+    parser = argparse.ArgumentParser(prog="sinks-jax train", add_help=False, allow_abbrev=False)
+    parser.add_argument("--config")
+    parser.add_argument("--workdir")
+    args, unknown = parser.parse_known_args(others)
+    if unknown or args.config is None or args.workdir is None:
+        problem = f"unknown arguments {unknown}" if unknown else "--config and --workdir needed"
+        raise ConfigError(
+            f"{problem}; usage: sinks-jax train --config configs/X.py[:ARG] --workdir DIR "
+            "[--config.key=value ...]"
+        )
+    return args.config, args.workdir, overrides
 
 
 def main(argv: list[str]) -> int:
@@ -67,37 +138,24 @@ def main(argv: list[str]) -> int:
             "\nflags:\n  --config FILE[:ARG]   config file (configs/*.py) and its optional argument"
             "\n  --workdir DIR         run directory (checkpoints, metrics, config.json)"
             "\n  --config.KEY=VALUE    override any key of the config"
+            "\nenvironment:\n  SINKS_JAX_PROGRESS_EVERY=S  seconds between progress lines when "
+            "stderr is not a terminal (default 30)"
         )
         return 0
-    full_argv = ["sinks-jax train", *argv]
-    fv = _flag_values(full_argv)
-    try:
-        fv(full_argv)
-    except flags.Error as e:
-        print(
-            f"sinks-jax train: {e}\nusage: sinks-jax train --config configs/X.py[:ARG] "
-            "--workdir DIR [--config.key=value ...]",
-            file=sys.stderr,
-        )
-        return 2
-    if fv.config is None or fv.workdir is None:
-        print(
-            "sinks-jax train: --config and --workdir are required, e.g. "
-            "sinks-jax train --config configs/quickstart.py --workdir runs/quickstart",
-            file=sys.stderr,
-        )
-        return 2
-    config = fv.config
+    spec, workdir, overrides = _parse_args(argv)
+    config = load_config(spec, overrides)
     if config.get("train_all_variants", False):
         from sinks_jax.train import report, sweep
 
-        spec = config_flags.get_config_filename(fv["config"])
-        failed = sweep.run_all(spec, fv.workdir, config_overrides(argv))
-        report.main([fv.workdir])
+        failed = sweep.run_all(spec, workdir, overrides)
+        report.main([workdir])
         return 1 if failed else 0
 
     from sinks_jax.train.loop import train
 
-    summary = train(config, fv.workdir)
+    summary = train(config, workdir)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+    if summary.get("status") != "finished":
+        print(f"resume with: {shlex.join(['sinks-jax', 'train', *argv])}", file=sys.stderr)
+        return 128 + int(signal.Signals[summary["signal"]])
     return 0

@@ -17,6 +17,7 @@ import shlex
 import sys
 import traceback
 
+from sinks_jax import cli
 from sinks_jax.train.main import load_config, split_overrides
 
 
@@ -81,11 +82,14 @@ def run_all(
             print(f"[sweep] {name}: finished, skipped ({vdir})")
             continue
         print(f"[sweep] {name}: training {vspec} in {vdir}", flush=True)
-        config = load_config(vspec, [*overrides, "--config.train_all_variants=False"])
         try:
+            config = load_config(vspec, [*overrides, "--config.train_all_variants=False"])
             summary = train(config, vdir)
-        except Exception:  # noqa: BLE001 (report and go on with the other variants)
-            traceback.print_exc()
+        except Exception as e:  # noqa: BLE001 (report and go on with the other variants)
+            if cli.debug() or not cli.is_input_error(e):
+                traceback.print_exc()
+            else:
+                print(f"[sweep] {name}: error: {e}", file=sys.stderr)
             failed.append(name)
             continue
         if summary.get("status") != "finished":

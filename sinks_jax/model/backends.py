@@ -1,0 +1,101 @@
+"""The attention backends and what each supports, in one table, and the checks that read it.
+
+`BACKENDS` is the single list of backend names (`ModelConfig.attention`); `sinks_jax.model.
+attention` dispatches on it. The table is checked before anything compiles: what the model
+config alone decides (dtype, `global_first_key`) in `ModelConfig.__post_init__`, what depends
+on the run (segment ids from intra-document packing, the sequence length, the machine's JAX
+platform) when a training config is validated (`sinks_jax.train.validate`).
+
+To teach a backend something new, flip its entry below; every check and every error message
+("backends that can: ...") follows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+ALL_DTYPES = ("float32", "bfloat16", "float16")
+ALL_PLATFORMS = ("cpu", "gpu", "tpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    platforms: tuple[str, ...]  # JAX platforms (jax.default_backend()) it runs on.
+    dtypes: tuple[str, ...]  # compute dtypes (ModelConfig.dtype) it accepts.
+    segment_ids: bool  # intra-document masking (data.intra_doc=True).
+    global_first_key: bool  # key 0 visible to every query across documents.
+    seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
+
+
+BACKENDS: dict[str, Capabilities] = {
+    "xla": Capabilities(
+        platforms=ALL_PLATFORMS,
+        dtypes=ALL_DTYPES,
+        segment_ids=True,
+        global_first_key=True,
+        seq_block=1,
+    ),
+    "blockwise": Capabilities(
+        platforms=ALL_PLATFORMS,
+        dtypes=ALL_DTYPES,
+        segment_ids=True,
+        global_first_key=True,
+        seq_block=1,  # pads T to its block itself.
+    ),
+    "cudnn": Capabilities(
+        platforms=("gpu",),
+        dtypes=("bfloat16", "float16"),
+        segment_ids=False,
+        global_first_key=False,
+        seq_block=1,
+    ),
+    "pallas": Capabilities(
+        platforms=("gpu",),
+        dtypes=ALL_DTYPES,
+        segment_ids=True,
+        global_first_key=False,
+        seq_block=128,  # the kernel's default block (model/fused.py); Triton blocks are 2^k.
+    ),
+}
+
+
+def seq_len_fits(seq_len: int, block: int) -> bool:
+    """Whether a kernel tiling by `min(block, T)` (power-of-two tiles) can run length T."""
+    if seq_len >= block:
+        return seq_len % block == 0
+    return seq_len & (seq_len - 1) == 0
+
+
+def problems(
+    name: str,
+    *,
+    dtype: str | None = None,
+    segment_ids: bool = False,
+    global_first_key: bool = False,
+    seq_len: int | None = None,
+    platform: str | None = None,
+) -> list[str]:
+    """What backend `name` cannot do of what is asked (None: not asked); [] when it can."""
+    if name not in BACKENDS:
+        return [f"is not a backend (choose one of {list(BACKENDS)})"]
+    c = BACKENDS[name]
+    out = []
+    if platform is not None and platform not in c.platforms:
+        out.append(f"runs only on {'/'.join(c.platforms)}, and JAX's platform here is {platform!r}")
+    if dtype is not None and dtype not in c.dtypes:
+        out.append(f"does not compute in dtype={dtype!r} (only {'/'.join(c.dtypes)})")
+    if segment_ids and not c.segment_ids:
+        out.append("has no segment ids (intra-document masking, data.intra_doc=True)")
+    if global_first_key and not c.global_first_key:
+        out.append("cannot keep key 0 visible across documents (global_first_key=True)")
+    if seq_len is not None and not seq_len_fits(seq_len, c.seq_block):
+        out.append(
+            f"needs sequence lengths that are multiples of {c.seq_block} (or powers of two "
+            f"below it), not {seq_len}"
+        )
+    return out
+
+
+def supporting(**needs) -> list[str]:
+    """The backends that can do everything in `needs` (the keyword arguments of `problems`)."""
+    return [name for name in BACKENDS if not problems(name, **needs)]
