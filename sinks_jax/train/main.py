@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import os
 import shlex
 import signal
@@ -25,16 +26,22 @@ from ml_collections import config_flags
 from sinks_jax.train.validate import ConfigError
 
 
-def _flag_values(argv: list[str]) -> flags.FlagValues:
-    """Fresh flags (so loading can run several times in one process) that read `argv`."""
+def _config_from_file(spec: str) -> ml_collections.ConfigDict:
+    """`get_config(ARG)` (or `get_config()`) of the file of `path[:ARG]`, imported by path."""
+    path, sep, arg = spec.partition(":")
+    name = "sinks_jax_config_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if sep else module.get_config()
+
+
+def _flag_values(config: ml_collections.ConfigDict, argv: list[str]) -> flags.FlagValues:
+    """Fresh flags (so loading can run several times in one process) that apply the
+    `--config.key=value` overrides of `argv` to `config`."""
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file(
-        "config",
-        None,
-        "config file, optionally with an argument: configs/X.py[:ARG]",
-        flag_values=fv,
-        lock_config=True,
-        sys_argv=argv,
+    config_flags.DEFINE_config_dict(
+        "config", config, flag_values=fv, lock_config=True, sys_argv=argv
     )
     return fv
 
@@ -99,9 +106,13 @@ def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDi
             f"config file {path!r} does not exist"
             + (f"; files next to it: {', '.join(near)}." if near else "; see configs/*.py.")
         )
-    argv = ["sinks-jax", f"--config={spec}", *overrides]
-    fv = _flag_values(argv)
     try:
+        config = _config_from_file(spec)
+    except Exception as e:  # whatever the file or its get_config() raised, in one line.
+        raise ConfigError(f"{spec}: {_root_message(e)}") from e
+    argv = ["sinks-jax", *overrides]
+    try:
+        fv = _flag_values(config, argv)
         fv(argv)
         config = fv.config
         config.get("seed")  # a file that failed to load raises its error on first access.
