@@ -15,10 +15,11 @@ def _wheel(folder, dist: str, files: dict[str, bytes]) -> None:
     with zipfile.ZipFile(folder / f"{name}-1.0-py3-none-any.whl", "w") as z:
         for path, data in files.items():
             z.writestr(path, data)
-        z.writestr(f"{name}-1.0.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-        z.writestr(f"{name}-1.0.dist-info/WHEEL",
-                   "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-        z.writestr(f"{name}-1.0.dist-info/RECORD", "")
+        info = f"{name}-1.0.dist-info/"
+        z.writestr(info + "METADATA", f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        z.writestr(info + "WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                   "Tag: py3-none-any\n")
+        z.writestr(info + "RECORD", "")
 
 
 @pytest.fixture

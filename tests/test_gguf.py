@@ -7,6 +7,7 @@ SentencePiece model trained here, and hand-written token sequences. No downloads
 
 import os
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -25,7 +26,8 @@ from sinks_jax.pretrained import gguf_tokenizer as gt  # noqa: E402
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte -> printable character table (written out from its definition)."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), 256)]
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), 256)]
     table, extra = {}, 0
     for b in range(256):
         if b in keep:
@@ -165,7 +167,7 @@ def _write_llama(path, model, types: dict[str, Q | None] | None = None, permute:
         "tokenizer.ggml.model": "gpt2",
         "tokenizer.ggml.pre": "smollm",
         "tokenizer.ggml.tokens": tokens,
-        "tokenizer.ggml.token_type": token_type[: len(tokens)] + [gt.NORMAL] * (len(tokens) - len(token_type)),
+        "tokenizer.ggml.token_type": (token_type + [gt.NORMAL] * len(tokens))[: len(tokens)],
         "tokenizer.ggml.merges": [m for m in merges if m.replace(" ", "") in tokens],
         "tokenizer.ggml.bos_token_id": 1,
         "tokenizer.ggml.eos_token_id": 2,
@@ -245,10 +247,11 @@ def test_dequantised_tensors_match_independent_reference(tmp_path, name):
     x = rng.standard_normal((8, 512)).astype(np.float32)
     if qtype == Q.BF16:
         stored = gguf.quants.quantize(x, qtype)
-        reference = x.astype(__import__("ml_dtypes").bfloat16).astype(np.float32)
+        reference = x.astype(ml_dtypes.bfloat16).astype(np.float32)
     else:
         stored, _ = _quantize(x, qtype, rng)
-    _write(tmp_path / "t.gguf", "llama", {}, {"token_embd.weight": (stored, qtype if stored.dtype == np.uint8 else None)})
+    raw = qtype if stored.dtype == np.uint8 else None
+    _write(tmp_path / "t.gguf", "llama", {}, {"token_embd.weight": (stored, raw)})
     reader = gguf.GGUFReader(str(tmp_path / "t.gguf"))
     got = gg.GGUFTensors(reader, "llama", {})["model.embed_tokens.weight"]
     assert got.shape == x.shape and got.dtype == np.float32
@@ -306,8 +309,9 @@ def _sentencepiece_model(tmp_path):
     (tmp_path / "text.txt").write_text(text)
     spm.SentencePieceTrainer.train(
         input=str(tmp_path / "text.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=SP_VOCAB,
-        model_type="bpe", byte_fallback=True, add_dummy_prefix=False, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, bos_id=2, eos_id=1, pad_id=0, unk_id=3, minloglevel=2,
+        model_type="bpe", byte_fallback=True, add_dummy_prefix=False,
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+        bos_id=2, eos_id=1, pad_id=0, unk_id=3, minloglevel=2,
     )
     return spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model"))
 
@@ -386,7 +390,8 @@ def _write_gemma3(tmp_path, model):
             part = _GEMMA3_GGUF_NAMES[rest.removesuffix(".weight")]
             gname = f"blk.{i}.{part}.weight"
         else:
-            part = {"model.embed_tokens.weight": "token_embd", "model.norm.weight": "output_norm"}[name]
+            part = {"model.embed_tokens.weight": "token_embd",
+                    "model.norm.weight": "output_norm"}[name]
             gname = part + ".weight"
         if gname.endswith("norm.weight"):
             w = w + 1.0
@@ -413,11 +418,14 @@ def _write_gemma3(tmp_path, model):
 def test_gemma3_gguf_gives_transformers_config_and_state_dict(tmp_path):
     src = _hf_gemma3()
     config, tensors, tokenizer = gg.read_gguf(_write_gemma3(tmp_path, src))
-    rebuilt = transformers.Gemma3TextConfig(**{k: v for k, v in config.items() if k != "architectures"})
+    rebuilt = transformers.Gemma3TextConfig(
+        **{k: v for k, v in config.items() if k != "architectures"}
+    )
     for key in ("layer_types", "sliding_window", "query_pre_attn_scalar", "head_dim",
-                "num_key_value_heads", "rope_parameters", "hidden_activation", "tie_word_embeddings"):
+                "num_key_value_heads", "rope_parameters", "hidden_activation",
+                "tie_word_embeddings"):
         assert getattr(rebuilt, key) == getattr(src.config, key), key
-    assert config["layer_types"][5] == "full_attention" and config["layer_types"][4] == "sliding_attention"
+    assert config["layer_types"][4:6] == ["sliding_attention", "full_attention"]
     state = {k: v.numpy() for k, v in src.state_dict().items() if k != "lm_head.weight"}
     assert sorted(tensors.names) == sorted(state)
     for name, w in state.items():

