@@ -533,8 +533,8 @@ def load(
         )
     with open(config_path) as f:
         hf_config = json.load(f)
-    model = build(hf_config, SafetensorsFolder(path), dtype=dtype, attention=attention, mesh=mesh,
-                  progress=progress, **overrides)
+    cfg = config_from_hf_dict(hf_config, dtype=dtype, attention=attention, **overrides)
+    model = load_params(hf_config["model_type"], cfg, SafetensorsFolder(path), mesh, progress)
     if os.path.exists(os.path.join(path, "tokenizer.json")):
         tokenizer = load_tokenizer(path, hf_config)
     else:

@@ -249,7 +249,9 @@ def hf_config_from_metadata(meta: dict[str, Any], tensor_names: list[str]) -> di
 
 def find_gguf(path: str) -> str | None:
     """`path` if it is a .gguf file; the one .gguf in folder `path` (without a config.json)."""
-    if path.endswith(".gguf") and os.path.isfile(path):
+    if path.endswith(".gguf"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"GGUF file {path!r} does not exist.")
         return path
     if not os.path.isdir(path) or os.path.exists(os.path.join(path, "config.json")):
         return None
