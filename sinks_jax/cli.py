@@ -27,6 +27,7 @@ COMMANDS = {
         "tokenizer tools (train a SentencePiece model)",
     ),
     "bench": ("sinks_jax.bench", "main", "benchmarks: train, attention, analysis, scaling"),
+    "models": ("sinks_jax.pretrained.command", "main", "list or fetch pretrained GGUF models"),
 }
 
 

@@ -18,7 +18,9 @@ the device count, never the stacked layer axis. Both projections use the half-sp
 layout of Hugging Face's Llama-family checkpoints, so no permutation of q/k is needed.
 
 `config_from_hf_dict(config_json_dict)` gives the `ModelConfig` alone (e.g. to build a
-randomly initialised model of a published shape with `random_model`).
+randomly initialised model of a published shape with `random_model`); `build(config_json_dict,
+tensors)` builds a model from any HF-named tensor source. `load` also reads a `.gguf` file (or
+a folder holding one and no config.json) through `sinks_jax.pretrained.gguf`.
 """
 
 from __future__ import annotations
@@ -506,16 +508,26 @@ def load(
     progress: bool = True,
     **overrides: Any,
 ) -> tuple[Transformer, HFTokenizer | None]:
-    """Loads a local Hugging Face checkpoint folder: (Transformer, tokenizer or None).
+    """Loads a local Hugging Face checkpoint folder or GGUF file: (Transformer, tokenizer or None).
 
     dtype: None or "float32" (default), "bfloat16" or "float16", for parameters and compute.
     attention: the backend ("xla" for full attention maps; "cudnn"/"blockwise" for long T).
     mesh: a mesh with an "fsdp" axis to shard over (default: all devices).
     overrides: other `ModelConfig` fields (e.g. remat=True, global_first_key=True).
     """
+    from sinks_jax.pretrained.gguf import find_gguf, read_gguf
+
+    gguf_file = find_gguf(path)
+    if gguf_file is not None:
+        hf_config, tensors, tokenizer = read_gguf(gguf_file)
+        model = build(hf_config, tensors, dtype=dtype, attention=attention, mesh=mesh,
+                      progress=progress, **overrides)
+        return model, tokenizer
     config_path = os.path.join(path, "config.json")
     if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{config_path} not found: {path!r} is not a checkpoint folder.")
+        raise FileNotFoundError(
+            f"{config_path} not found: {path!r} is neither a checkpoint folder nor a .gguf file."
+        )
     with open(config_path) as f:
         hf_config = json.load(f)
     cfg = config_from_hf_dict(hf_config, dtype=dtype, attention=attention, **overrides)
@@ -526,6 +538,26 @@ def load(
         warnings.warn(f"no tokenizer.json in {path!r}: returning tokenizer=None.", stacklevel=2)
         tokenizer = None
     return model, tokenizer
+
+
+def build(
+    hf_config: dict[str, Any],
+    tensors: Any,
+    dtype: str | None = None,
+    *,
+    attention: str = "xla",
+    mesh: Mesh | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> Transformer:
+    """A `Transformer` from a `config.json` dict and HF-named tensors.
+
+    `tensors` has `names` (every tensor name) and `get(name)` (a numpy array in HF's layout):
+    a `SafetensorsFolder`, a GGUF file's `GGUFTensors`, or any such object. Other arguments as
+    for `load`.
+    """
+    cfg = config_from_hf_dict(hf_config, dtype=dtype, attention=attention, **overrides)
+    return load_params(hf_config["model_type"], cfg, tensors, mesh, progress)
 
 
 def random_model(

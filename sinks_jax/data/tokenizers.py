@@ -12,6 +12,7 @@ Specs for `get_tokenizer`:
   never attended to nor trained on, so any in-vocabulary id serves).
 - `hf:PATH/tokenizer.json[?bos=TOKEN_OR_ID&eos=...&pad=...]`: a Hugging Face `tokenizers`
   file; specials default to the usual names (`<s>`, `<bos>`, `<|begin_of_text|>`, ...).
+- `gguf:PATH.gguf`: the tokenizer a GGUF model file describes (`sinks_jax.pretrained`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sinks_jax.data.specs import check_no_options_left, parse_spec, pop_int
 
 log = logging.getLogger(__name__)
 
-KINDS = ("byte", "sp", "hf")
+KINDS = ("byte", "sp", "hf", "gguf")
 
 
 class Tokenizer(Protocol):
@@ -126,8 +127,19 @@ class HFTokenizer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"tokenizer file {path!r} does not exist; pass hf:PATH/tokenizer.json.")
         self._tok = _Tok.from_file(path)
-        self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
         self.spec = f"hf:{path}"
+        self._set_specials(specials)
+
+    @classmethod
+    def from_tokenizer(cls, tok, spec: str, **specials: str) -> HFTokenizer:
+        """One around an already built `tokenizers.Tokenizer`; `spec` is what rebuilds it."""
+        self = cls.__new__(cls)
+        self._tok, self.spec = tok, spec
+        self._set_specials(specials)
+        return self
+
+    def _set_specials(self, specials: dict[str, str]) -> None:
+        self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
         ids = {}
         for key, names in _HF_DEFAULTS.items():
             given = specials.get(key)
@@ -153,7 +165,8 @@ class HFTokenizer:
 
 
 def get_tokenizer(spec: str = "byte") -> Tokenizer:
-    """Build a tokenizer from its spec: `byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`."""
+    """Build a tokenizer from its spec: `byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`,
+    `gguf:PATH.gguf`."""
     if isinstance(spec, (ByteTokenizer, SentencePieceTokenizer, HFTokenizer)):
         return spec
     kind, body, options = parse_spec(spec, KINDS, "tokenizer")
@@ -162,6 +175,11 @@ def get_tokenizer(spec: str = "byte") -> Tokenizer:
         return ByteTokenizer()
     if not body:
         raise ValueError(f"tokenizer spec {spec!r} needs a path after '{kind}:'.")
+    if kind == "gguf":
+        from sinks_jax.pretrained.gguf_tokenizer import load_gguf_tokenizer
+
+        check_no_options_left(options, "gguf tokenizer", ())
+        return load_gguf_tokenizer(body)
     if kind == "sp":
         ids = {k + "_id": pop_int(options, k, None, spec) for k in ("bos", "eos", "pad")}
         check_no_options_left(options, "sp tokenizer", ("bos", "eos", "pad"))
