@@ -11,6 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.torch  # references: transformers' own GGUF loading and dequantisers
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
