@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from sinks_jax import analysis
 from sinks_jax.model import ModelConfig
 from sinks_jax.train import checkpoint as ckpt_lib
-from sinks_jax.train import flops, optim, sharding
+from sinks_jax.train import flops, optim, sharding, sink_eval
 from sinks_jax.train import state as state_lib
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
@@ -272,6 +272,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             summary.update(
                 {k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k}
             )
+            summary["sink_profile"] = sink_eval.final_sink_profiles(
+                lambda tokens: sink_fn(params, jax.device_put(tokens, repl)), sink_sets,
+                out_dir=workdir if is_main else None, num_resamples=config.get("eval_bootstrap", 1000))
             ckpt.wait()
             if is_main:
                 with open(summary_path, "w") as f:

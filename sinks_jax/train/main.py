@@ -99,5 +99,6 @@ def main(argv: list[str]) -> int:
     from sinks_jax.train.loop import train
 
     summary = train(config, fv.workdir)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+    scalars = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in scalars.items()})
     return 0
