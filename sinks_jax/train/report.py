@@ -212,6 +212,8 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
 
 def profile_figure(runs: list[dict[str, Any]], out_dir: str, plt) -> str:
     """sink_profile.png: per-layer rates with intervals (left), per-head rates (one row each)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(len(runs), 2, figsize=(10, 2.4 * len(runs) + 0.6), squeeze=False)
     for (ax_l, ax_h), r in zip(axes, runs):
         prof = r["profile"]["bos"]["0.3"]
@@ -227,6 +229,8 @@ def profile_figure(runs: list[dict[str, Any]], out_dir: str, plt) -> str:
                             aspect="auto", cmap="viridis", origin="lower",
                             extent=(0.5, len(prof["head_rate"][0]) + 0.5, 0.5, len(layers) + 0.5))
         ax_h.set(xlabel="head", ylabel="layer", title=f"{r['name']}: % of sequences, per head")
+        for axis in (ax_l.xaxis, ax_h.xaxis, ax_h.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(image, ax=ax_h)
     fig.tight_layout()
     path = os.path.join(out_dir, "sink_profile.png")
