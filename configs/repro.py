@@ -8,7 +8,7 @@ The protocol, shared by every run:
   paper's 120M model), SwiGLU 1024, RMSNorm, RoPE 10000, untied embeddings, bf16, cuDNN
   attention (Pallas under intra-document masking);
 - optimiser: AdamW (0.9, 0.95), weight decay 0.1, clip 1.0, lr 2e-3 after 100 warm-up
-  steps, cosine to 2e-4; 2^17 tokens per step and 1800 steps (236M tokens) for every run,
+  steps, cosine to 2e-4; 2^17 tokens per step and 1200 steps (157M tokens) for every run,
   whatever the context length or depth;
 - evaluation: validation loss on the held-out files; sink rates (eps 0.3 and 0.8) at T = 64
   on 256 held-out windows with and without a leading <bos>, with bootstrap intervals over
@@ -38,7 +38,7 @@ TEXT = f"text:{DATA}/*/*.jsonl.xz?valid={DATA}/*/valid-*.jsonl.xz"  # what both 
 CONTEXT_RUNS = ((128, 0), (512, 0), (2048, 0), (128, 1), (2048, 1))  # (T, seed), in run order.
 DEPTHS = (4, 12, 24)  # layers at T = 2048 (the 12-layer run is context's T2048_s0).
 SEQ_LEN = 2048  # context of the depth and packing experiments.
-NUM_STEPS = 1800  # 2^17 * 1800 = 236M tokens: ~5.5 min at 0.75M tokens/s (12 layers, T 2048).
+NUM_STEPS = 1200  # 2^17 * 1200 = 157M tokens: ~3.5 min at 0.75M tokens/s (12 layers, T 2048).
 TINY_ARG = "size=tiny"  # the CPU smoke-test variant.
 KEYS = ("experiment", "seq_len", "layers", "packing", "seed", "size")
 
@@ -102,7 +102,7 @@ def get_config(arg=None):
     o.warmup_steps = 100  # linear warm-up.
     o.weight_decay = 0.1  # the paper's recipe (AdamW, matrices only).
 
-    c.eval_every = 300  # evaluations: 6 per run.
+    c.eval_every = 300  # evaluations: 4 per run.
     c.eval_batches = 8  # 8 x 2^17 tokens: about the whole held-out set.
     c.eval_sink_sequences = 256  # held-out windows for the sink rate and its interval.
     c.eval_sink_len = 64  # T of the sink rate (Gu et al.; the paper's Table 1).

@@ -136,3 +136,25 @@ def test_sweep_print_lists_one_train_command_per_variant(capsys):
     with pytest.raises(SystemExit):
         sweep.main(["configs/context_length.py", "--workdir", "w", "--bogus"])
     assert sweep.main(["configs/missing.py", "--workdir", "w", "--print"]) == 2
+
+
+def test_repro_script_plan_and_bad_input():
+    import sys
+
+    env = {"PYTHON": sys.executable, "PYTHONPATH": ROOT}
+    out = run(["bash", "launch/repro_h200.sh", "--budget", "60", "--experiment", "depth",
+               "--work", "w", "--dry-run"], env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [shlex.split(x) for x in out.stdout.strip().splitlines()]
+    assert [x[2] for x in lines] == [
+        f"--config=configs/repro.py:experiment=depth,size=h200,layers={n}" for n in (4, 12, 24)]
+    assert all("--config.data.source=prepared:w/prepared" in x for x in lines)
+    assert all("--config.data.tokenizer=hf:w/bpe16384/tokenizer.json" in x for x in lines)
+    assert [x[3] for x in lines] == [f"--workdir=w/depth/L{n}" for n in (4, 12, 24)]
+    help_text = run(["bash", "launch/repro_h200.sh", "--help"]).stdout
+    assert "--budget S" in help_text and "grain" in help_text
+    for bad, message in ((["--dry-run"], "--budget SECONDS is required"),
+                         (["--budget", "60", "--experiment", "width"], "choose context, depth"),
+                         (["--budget", "60", "--gpus", "two"], "--gpus two")):
+        res = run(["bash", "launch/repro_h200.sh", *bad], env=env)
+        assert res.returncode == 2 and message in res.stderr, res.stderr

@@ -34,7 +34,7 @@ def test_context_runs_share_tokens_per_step_and_tokens_seen():
     assert list(runs) == ["T128_s0", "T512_s0", "T2048_s0", "T128_s1", "T2048_s1"]
     assert [(c.seq_len, c.seed) for c in runs.values()] == [
         (128, 0), (512, 0), (2048, 0), (128, 1), (2048, 1)]
-    assert {(c.tokens_per_step, c.num_steps) for c in runs.values()} == {(2**17, 1800)}
+    assert {(c.tokens_per_step, c.num_steps) for c in runs.values()} == {(2**17, 1200)}
     for c in runs.values():
         assert c.micro_batch_size * c.seq_len == 2**17  # one micro-batch per step.
         m = c.model
