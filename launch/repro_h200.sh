@@ -25,6 +25,7 @@
 #                  config.json, sink_scores.npz, logs, report.md, figures); default WORK/out.
 #   --tiny         CPU check of the whole script: tiny model and vocabulary (512), 4 steps.
 #   --dry-run      print the plan (the train commands) and exit.
+#   PYTHON=...     the interpreter with jax (default python3); run from the repository root.
 #
 # Packages: jax (CUDA), flax, optax, orbax-checkpoint, tokenizers, numpy, matplotlib, tqdm,
 # absl-py, etils and protobuf are expected installed. Carry wheels in .whl/ for what is not:
@@ -33,7 +34,7 @@
 # gguf is not needed. Step (1) runs `pip install --no-index --find-links .whl ...`.
 set -euo pipefail
 
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
 budget=""; experiment=context; gpus=2; data=data_repro; work=runs_repro; out=""; tiny=0; dry=0
 while [[ $# -gt 0 ]]; do
   case "$1" in

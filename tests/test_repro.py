@@ -94,3 +94,31 @@ def test_tiny_run_writes_sink_profile_and_report(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| T128_s0"))
     assert f"{100 * prof['rate']:.1f} [{100 * prof['rate_low']:.1f}, {100 * prof['rate_high']:.1f}]" in row
     assert {os.path.basename(p) for p in paths} >= {"sink_profile.png", "sink_rate_vs_seq_len.png"}
+
+
+def test_sink_sequences_are_windows_of_held_out_documents(tmp_path):
+    from sinks_jax.train.data import DataPipeline
+
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "sink", "token"]
+    docs = {"valid": [" ".join(rng.choice(words, 40)) for _ in range(3)],
+            "shard": [" ".join(rng.choice(words, 40)).upper() for _ in range(3)]}
+    for name, texts in docs.items():
+        with open(tmp_path / f"{name}-000.jsonl", "w") as f:
+            f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
+    config = load_config(f"{PATH}:{family().TINY_ARG}", [
+        f"--config.data.source=text:{tmp_path}/*.jsonl?valid={tmp_path}/valid-*.jsonl"])
+    data = DataPipeline(config, micro_batch=4, accumulation=1)
+    held_out, train = docs["valid"], docs["shard"]
+    sets = data.sink_eval_sequences(24, 16)  # 24 of the ~40 windows of 16 bytes.
+    text = lambda row: bytes(row.astype(np.uint8)).decode()  # noqa: E731
+    assert sets["nobos"].shape == sets["bos"].shape == (24, 16)
+    assert all(any(text(r) in d for d in held_out) for r in sets["nobos"])
+    assert not any(any(text(r) in d for d in train) for r in sets["nobos"])
+    assert len({text(r) for r in sets["nobos"]}) == 24  # distinct windows
+    assert sum(any(d.startswith(text(r)) for d in held_out) for r in sets["nobos"]) < 24
+    np.testing.assert_array_equal(sets["bos"][:, 0], 256)
+    np.testing.assert_array_equal(sets["bos"][:, 1:], sets["nobos"][:, :-1])
+    config.eval_sink_windows = False  # the literature's form: first tokens of each document
+    starts = DataPipeline(config, micro_batch=4, accumulation=1).sink_eval_sequences(24, 16)
+    assert sorted(text(r) for r in starts["nobos"]) == sorted(d[:16] for d in held_out)
