@@ -34,7 +34,7 @@
 # gguf is not needed. Step (1) runs `pip install --no-index --find-links .whl ...`.
 set -euo pipefail
 
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
 budget=""; experiment=context; gpus=2; data=data_repro; work=runs_repro; out=""; tiny=0; dry=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
