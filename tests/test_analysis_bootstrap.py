@@ -75,5 +75,6 @@ def test_sink_profile_known_case_and_numpy_reference():
         lo, hi = np.quantile(exact, [p - 0.008, p + 0.008], method="inverted_cdf")  # 7 s.e.
         assert lo - 1e-6 <= float(got) <= hi + 1e-6, (p, float(got), lo, hi)
     assert prof["layer_low"].shape == (L,) and prof["head_high"].shape == (L, H)
-    assert np.all(prof["head_low"] <= prof["head_rate"]) and np.all(prof["head_rate"] <= prof["head_high"])
+    assert np.all(prof["head_low"] <= prof["head_rate"])
+    assert np.all(prof["head_rate"] <= prof["head_high"])
     assert float(prof["num_sequences"]) == B

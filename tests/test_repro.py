@@ -92,7 +92,8 @@ def test_tiny_run_writes_sink_profile_and_report(tmp_path):
     assert np.array(nobos["head_rate"]).shape == (L, H)
     text, paths = report.write_report(str(tmp_path))
     row = next(line for line in text.splitlines() if line.startswith("| T128_s0"))
-    assert f"{100 * prof['rate']:.1f} [{100 * prof['rate_low']:.1f}, {100 * prof['rate_high']:.1f}]" in row
+    rate, low, high = (100 * prof[k] for k in ("rate", "rate_low", "rate_high"))
+    assert f"{rate:.1f} [{low:.1f}, {high:.1f}]" in row
     assert {os.path.basename(p) for p in paths} >= {"sink_profile.png", "sink_rate_vs_seq_len.png"}
 
 

@@ -134,7 +134,8 @@ def packing_stats(out: str, split: str, tokenizer: Tokenizer, seq_len: int, mode
 def main(argv: list[str]) -> int:
     """`sinks-jax prepare --source SPEC --tokenizer SPEC --seq-len T --packing MODE --out DIR`."""
     parser = argparse.ArgumentParser(prog="sinks-jax prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--source", required=True, help="text:GLOB[?valid=GLOB] | synthetic:KIND | tfds:NAME[:SPLIT]")
+    parser.add_argument("--source", required=True,
+                        help="text:GLOB[?valid=GLOB] | synthetic:KIND | tfds:NAME[:SPLIT]")
     parser.add_argument("--tokenizer", default="byte", help="byte | sp:PATH.model | hf:PATH")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--splits", default="train,valid", help="comma-separated: train,valid,all")

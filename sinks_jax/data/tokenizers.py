@@ -246,7 +246,8 @@ def train_bpe(source: str, vocab_size: int, out: str, max_chars: int = 1_000_000
     string encodes (no unknown token) and decodes back exactly. GPT-2-style byte-level
     pre-tokenisation without a prefix space; no normaliser; no post-processor (packing adds
     the specials). Trained on whole documents (newlines kept), unlike the SentencePiece
-    trainer, which reads paragraphs. `vocab_size` counts everything (fewer ids if the text runs out of merges).
+    trainer, which reads paragraphs. `vocab_size` counts everything (fewer ids if the text
+    runs out of merges).
     Writes `out` (`out/tokenizer.json` when `out` is a directory or has no `.json` suffix);
     returns the file's path.
     """
@@ -300,6 +301,6 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"sinks-jax tokenizer: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path} (vocab {tok.vocab_size}, bos={tok.bos_id} eos={tok.eos_id} pad={tok.pad_id}); "
-          f"use it as --tokenizer {tok.spec}")
+    print(f"wrote {path} (vocab {tok.vocab_size}, bos={tok.bos_id} eos={tok.eos_id} "
+          f"pad={tok.pad_id}); use it as --tokenizer {tok.spec}")
     return 0

@@ -93,7 +93,8 @@ class DataPipeline:
         bos_Nx1 = np.full((tokens_NxT.shape[0], 1), self.tokenizer.bos_id, np.int32)
         return {"bos": np.concatenate([bos_Nx1, tokens_NxT[:, :-1]], axis=1), "nobos": tokens_NxT}
 
-    def _held_out_loader(self, length: int, batch_size: int, packing: str, shuffle: bool, seed: int):
+    def _held_out_loader(self, length: int, batch_size: int, packing: str, shuffle: bool,
+                         seed: int):
         return make_loader(
             source=self.config.data.source,
             tokenizer=self.tokenizer,

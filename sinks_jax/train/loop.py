@@ -274,7 +274,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             )
             summary["sink_profile"] = sink_eval.final_sink_profiles(
                 lambda tokens: sink_fn(params, jax.device_put(tokens, repl)), sink_sets,
-                out_dir=workdir if is_main else None, num_resamples=config.get("eval_bootstrap", 1000))
+                out_dir=workdir if is_main else None,
+                num_resamples=config.get("eval_bootstrap", 1000))
             ckpt.wait()
             if is_main:
                 with open(summary_path, "w") as f:

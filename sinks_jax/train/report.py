@@ -116,8 +116,8 @@ def table(runs: list[dict[str, Any]]) -> str:
             cell = "-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}")
             interval = _interval(r, k)
             if v is not None and interval is not None:
-                scale = 100 if pct else 1
-                cell += f" [{scale * interval[0]:.{1 if pct else 3}f}, {scale * interval[1]:.{1 if pct else 3}f}]"
+                low, high = (100 * x if pct else x for x in interval)
+                cell += f" [{low:.1f}, {high:.1f}]" if pct else f" [{low:.3f}, {high:.3f}]"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -218,9 +218,10 @@ def profile_figure(runs: list[dict[str, Any]], out_dir: str, plt) -> str:
     for (ax_l, ax_h), r in zip(axes, runs):
         prof = r["profile"]["bos"]["0.3"]
         layers = range(1, len(prof["layer_rate"]) + 1)
-        ax_l.errorbar(layers, [100 * v for v in prof["layer_rate"]],
-                      yerr=[[100 * (v - lo) for v, lo in zip(prof["layer_rate"], prof["layer_low"])],
-                            [100 * (hi - v) for v, hi in zip(prof["layer_rate"], prof["layer_high"])]],
+        rate, low, high = (prof[k] for k in ("layer_rate", "layer_low", "layer_high"))
+        ax_l.errorbar(layers, [100 * v for v in rate],
+                      yerr=[[100 * (v - lo) for v, lo in zip(rate, low)],
+                            [100 * (hi - v) for v, hi in zip(rate, high)]],
                       fmt="o-", capsize=3)
         ax_l.set(xlabel="layer", ylabel="sink rate %", ylim=(-3, 103),
                  title=f"{r['name']}: per layer (eps 0.3, <bos>, 95% CI)")

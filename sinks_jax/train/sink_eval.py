@@ -58,7 +58,7 @@ def final_sink_profiles(
     """Score every set with `score_fn(tokens_NxT) -> [L, N, H]`, save the scores to
     `out_dir/sink_scores.npz` (skipped when `out_dir` is None, e.g. on non-main processes)
     and return their profiles (see the module docstring)."""
-    scores = {name: np.asarray(jax.device_get(score_fn(tokens))) for name, tokens in sink_sets.items()}
+    scores = {name: np.asarray(jax.device_get(score_fn(t))) for name, t in sink_sets.items()}
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         tmp = os.path.join(out_dir, SCORES_FILE + ".tmp.npz")
