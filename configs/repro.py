@@ -3,7 +3,9 @@
 The protocol, shared by every run:
 - data: the offline corpus copied to data_repro/ (gutenberg, openstax, kjv_bible); the
   `valid-*` files are the held-out set; a byte-level BPE of 16,384 ids trained on the
-  training files; tokenised once into data_repro/prepared (launch/repro_h200.sh does both);
+  training files into runs_repro/bpe16384; the corpus tokenised once into
+  runs_repro/prepared (launch/repro_h200.sh does both; not inside data_repro/, which a
+  carried copy of the corpus replaces);
 - model: 12 layers, d_model 512, 8 query heads and 1 key/value head (multi-query, as the
   paper's 120M model), SwiGLU 1024, RMSNorm, RoPE 10000, untied embeddings, bf16, cuDNN
   attention (Pallas under intra-document masking);
@@ -30,10 +32,11 @@ model on built-in synthetic data, the smoke test; contexts and depths scaled dow
 
 from sinks_jax.train.config_base import PACKING_GRID, apply_packing_cell, base_config
 
-DATA = "data_repro"  # the corpus copy and everything made from it (git-ignored).
-TOKENIZER = f"hf:{DATA}/bpe16k/tokenizer.json"  # made by launch/repro_h200.sh.
-SOURCE = f"prepared:{DATA}/prepared"  # made by launch/repro_h200.sh.
-TEXT = f"text:{DATA}/*/*.jsonl.xz?valid={DATA}/*/valid-*.jsonl.xz"  # what both are made from.
+DATA = "data_repro"  # the corpus copy (git-ignored).
+WORK = "runs_repro"  # what is made from it, and the runs (git-ignored).
+TEXT = f"text:{DATA}/*/*.jsonl.xz?valid={DATA}/*/valid-*.jsonl.xz"  # training and held-out files.
+TOKENIZER = f"hf:{WORK}/bpe16384/tokenizer.json"  # BPE trained on TEXT's training files.
+SOURCE = f"prepared:{WORK}/prepared"  # TEXT tokenised with TOKENIZER.
 
 CONTEXT_RUNS = ((128, 0), (512, 0), (2048, 0), (128, 1), (2048, 1))  # (T, seed), in run order.
 DEPTHS = (4, 12, 24)  # layers at T = 2048 (the 12-layer run is context's T2048_s0).
@@ -92,7 +95,7 @@ def get_config(arg=None):
     m.dtype = "bfloat16"  # compute dtype (float32 master weights).
     m.attention = "cudnn"  # fused kernel; sink statistics from its log-sum-exp.
 
-    c.data.source = SOURCE  # data_repro/prepared: train and valid-* splits, tokenised.
+    c.data.source = SOURCE  # runs_repro/prepared: train and valid-* splits, tokenised.
     c.data.tokenizer = TOKENIZER  # byte-level BPE, 16,384 ids, <pad>=0 <bos>=1 <eos>=2.
     apply_packing_cell(c, p["packing"])  # causal, <bos> at document starts, by default.
 
