@@ -105,6 +105,7 @@ if [[ ! -f "$tok_file" ]]; then
   sj tokenizer train --kind bpe --source "$text" --vocab-size "$vocab" --out "$work/bpe$vocab.partial"
   mkdir -p "$(dirname "$tok_file")"
   mv "$work/bpe$vocab.partial/tokenizer.json" "$tok_file"  # only a complete file counts as done.
+  rmdir "$work/bpe$vocab.partial"
 fi
 
 # (3) prepared corpus
