@@ -24,7 +24,7 @@ COMMANDS = {
     "tokenizer": (
         "sinks_jax.data.tokenizers",
         "main",
-        "tokenizer tools (train a SentencePiece model)",
+        "tokenizer tools (train a SentencePiece model or a byte-level BPE)",
     ),
     "bench": ("sinks_jax.bench", "main", "benchmarks: train, attention, analysis, scaling"),
     "models": ("sinks_jax.pretrained.command", "main", "list or fetch pretrained GGUF models"),

@@ -1,6 +1,7 @@
 """Loader: determinism, exact resume, host sharding, prepared shards."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ from sinks_jax.data import pack_documents
 from sinks_jax.data.loader import make_loader
 from sinks_jax.data.prepare import main as prepare_main
 from sinks_jax.data.prepare import prepare_split
+from sinks_jax.data.sources import get_source
 from sinks_jax.data.tokenizers import ByteTokenizer
 
 
@@ -106,6 +108,45 @@ def test_valid_split_is_held_out(corpus):
         loader = make_loader(spec, **_kw(split=split, num_epochs=1, packing="none", seq_len=512))
         seen[split] = {tuple(r[r != 258]) for b in loader for r in b["tokens"] if r[0] != 258}
     assert seen["train"] and seen["valid"] and not seen["train"] & seen["valid"]
+
+
+def _write_jsonl(path, texts):
+    with open(path, "w") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}) + "\n")
+
+
+def test_valid_files_are_held_out_through_prepare(tmp_path, caplog):
+    train = [f"train doc {i} " * (i + 1) for i in range(12)]
+    valid = [f"held out {i} " * (i + 2) for i in range(5)]
+    _write_jsonl(tmp_path / "shard-000.jsonl", train[:7])
+    _write_jsonl(tmp_path / "shard-001.jsonl", train[7:])
+    _write_jsonl(tmp_path / "valid-000.jsonl", valid)
+    spec = f"text:{tmp_path}/*.jsonl?valid={tmp_path}/valid-*.jsonl"
+    src = get_source(spec)
+    assert list(src.documents("train")) == train and list(src.documents("valid")) == valid
+    assert sorted(src.documents("all")) == sorted(train + valid)
+    # Without valid=, the file is split by document hash like the others, with a warning.
+    with caplog.at_level(logging.WARNING):
+        hashed = get_source(f"text:{tmp_path}/*.jsonl")
+    assert "pass ?valid=GLOB" in caplog.text
+    assert sorted(hashed.documents("all")) == sorted(train + valid)
+    with pytest.raises(ValueError, match="not both"):
+        get_source(spec + "&holdout=0.1")
+    with pytest.raises(FileNotFoundError, match="nothing is left to train on"):
+        get_source(f"text:{tmp_path}/valid-*.jsonl?valid={tmp_path}/*.jsonl")
+    # prepare keeps the split: the prepared valid split is exactly the held-out file.
+    out = str(tmp_path / "prep")
+    assert prepare_main(["--source", spec, "--out", out, "--seq-len", "16"]) == 0
+    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    assert manifest["splits"]["valid"]["files"] == [f"{tmp_path}/valid-000.jsonl"]
+    assert len(manifest["splits"]["train"]["files"]) == 2
+    assert [manifest["splits"][s]["documents"] for s in ("train", "valid")] == [12, 5]
+    rows = make_loader(f"prepared:{out}", **_kw(split="valid", packing="none", seq_len=128,
+                                                intra_doc=False, reset_positions=False))
+    got = [bytes(r[1:][r[1:] < 256].astype(np.uint8)).decode() for b in rows for r in b["tokens"]
+           if r[0] == 256]
+    assert got == valid
 
 
 def test_prepare_roundtrip_and_resume(corpus, tmp_path):

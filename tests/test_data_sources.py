@@ -103,6 +103,34 @@ def test_sentencepiece_training_cli(tmp_path):
     assert (batch["tokens"][:, 0] == 2).all() and batch["tokens"].max() < 300
 
 
+def test_bpe_training_cli(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    words = ["attention", "sink", "token", "model", "layer", "head", "the", "of", "first", "value"]
+    with open(tmp_path / "c.jsonl", "w") as f:
+        for _ in range(200):
+            f.write(json.dumps({"text": " ".join(rng.choice(words, 40)) + "\n\nend."}) + "\n")
+    assert tokenizer_main(["train", "--kind", "bpe", "--source", f"text:{tmp_path}/c.jsonl",
+                           "--vocab-size", "400", "--out", str(tmp_path / "bpe")]) == 0
+    path = tmp_path / "bpe" / "tokenizer.json"
+    assert f"hf:{path}" in capsys.readouterr().out
+    tok = get_tokenizer(f"hf:{path}")
+    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2) and 259 < tok.vocab_size <= 400
+    # Merges learned from the corpus: every frequent word is one token (with its leading space).
+    assert all(len(tok.encode(" " + w)) == 1 for w in words)
+    # Byte-level: any text, unseen characters included, encodes without specials and decodes
+    # back exactly.
+    text = "Zürich\n\n  naïve 東京 ☃\t42"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text and not {0, 1, 2} & set(ids)
+    assert [x.tolist() for x in tok.encode_batch([text, "the"])] == [ids, tok.encode("the")]
+    batch = next(make_loader(f"text:{tmp_path}/c.jsonl", f"hf:{path}", seq_len=16, batch_size=2,
+                             packing="fixed_bos", split="all", process_index=0, process_count=1))
+    assert (batch["tokens"][:, 0] == 1).all() and batch["tokens"].max() < tok.vocab_size
+    assert tokenizer_main(["train", "--kind", "bpe", "--source", f"text:{tmp_path}/c.jsonl",
+                           "--vocab-size", "100", "--out", str(tmp_path / "small")]) == 2
+    assert "--vocab-size 100 is too small" in capsys.readouterr().err
+
+
 def test_hf_tokenizer_json(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
 

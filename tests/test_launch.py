@@ -1,5 +1,6 @@
 """Launchers and `sinks-jax sweep --print`: argument handling and the commands they print."""
 
+import importlib.util
 import os
 import re
 import shlex
@@ -136,3 +137,33 @@ def test_sweep_print_lists_one_train_command_per_variant(capsys):
     with pytest.raises(SystemExit):
         sweep.main(["configs/context_length.py", "--workdir", "w", "--bogus"])
     assert sweep.main(["configs/missing.py", "--workdir", "w", "--print"]) == 2
+
+
+def test_repro_script_plan_and_bad_input():
+    import sys
+
+    env = {"PYTHON": sys.executable, "PYTHONPATH": ROOT}
+    out = run(["bash", "launch/repro_h200.sh", "--budget", "60", "--experiment", "depth",
+               "--work", "w", "--dry-run"], env=env)
+    assert out.returncode == 0, out.stderr
+    lines = [shlex.split(x) for x in out.stdout.strip().splitlines()]
+    assert [x[2] for x in lines] == [
+        f"--config=configs/repro.py:experiment=depth,size=h200,layers={n}" for n in (4, 12, 24)]
+    assert all("--config.data.source=prepared:w/prepared" in x for x in lines)
+    assert all("--config.data.tokenizer=hf:w/bpe16384/tokenizer.json" in x for x in lines)
+    assert [x[3] for x in lines] == [f"--workdir=w/depth/L{n}" for n in (4, 12, 24)]
+    # By default the script makes the tokenizer and corpus where the config looks for them.
+    default = run(["bash", "launch/repro_h200.sh", "--budget", "60", "--dry-run"], env=env)
+    first = shlex.split(default.stdout.splitlines()[0])
+    spec = importlib.util.spec_from_file_location("repro", os.path.join(ROOT, "configs", "repro.py"))
+    repro = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repro)
+    assert f"--config.data.source={repro.SOURCE}" in first
+    assert f"--config.data.tokenizer={repro.TOKENIZER}" in first
+    help_text = run(["bash", "launch/repro_h200.sh", "--help"]).stdout
+    assert "--budget S" in help_text and "grain" in help_text
+    for bad, message in ((["--dry-run"], "--budget SECONDS is required"),
+                         (["--budget", "60", "--experiment", "width"], "choose context, depth"),
+                         (["--budget", "60", "--gpus", "two"], "--gpus two")):
+        res = run(["bash", "launch/repro_h200.sh", *bad], env=env)
+        assert res.returncode == 2 and message in res.stderr, res.stderr

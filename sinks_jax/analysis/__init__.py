@@ -5,6 +5,7 @@ enters only through a forward function passed in (`jacobian_sensitivity`) or an 
 function (`received_attention`).
 """
 
+from sinks_jax.analysis.bootstrap import bootstrap_interval
 from sinks_jax.analysis.collapse import (
     rank_collapse,
     repeat_last_token,
@@ -21,6 +22,7 @@ from sinks_jax.analysis.received import (
 from sinks_jax.analysis.sensitivity import jacobian_sensitivity, path_bound
 from sinks_jax.analysis.sinks import (
     sink_indicator,
+    sink_profile,
     sink_rate,
     sink_rate_per_head,
     sink_rate_per_layer,
@@ -38,6 +40,7 @@ from sinks_jax.analysis.values import noop_score, sink_value_ratio, value_norms
 
 __all__ = [
     "attention_entropy",
+    "bootstrap_interval",
     "broadcast_kv_heads",
     "drop_prefix",
     "jacobian_sensitivity",
@@ -53,6 +56,7 @@ __all__ = [
     "representational_collapse",
     "representational_collapse_repeat",
     "sink_indicator",
+    "sink_profile",
     "sink_rate",
     "sink_rate_per_head",
     "sink_rate_per_layer",

@@ -13,8 +13,12 @@ sequences. It is a fraction in [0, 1]; multiply by 100 for the paper's percentag
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+
+from sinks_jax.analysis import bootstrap
 
 Array = jax.Array
 
@@ -84,3 +88,56 @@ def sink_rate_per_layer(scores_LxBxH: Array, eps: float | Array) -> Array:
 def sink_rate_per_head(scores_LxBxH: Array, eps: float | Array) -> Array:
     """`[L, H]`: for each (layer, head), the fraction of sequences on which it is a sink."""
     return jnp.mean(sink_indicator(scores_LxBxH, eps), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_resamples", "level"))
+def sink_profile(
+    scores_LxBxH: Array,
+    eps: float | Array,
+    key: Array,
+    num_resamples: int = 1000,
+    level: float = 0.95,
+) -> dict[str, Array]:
+    """The sink rate with percentile bootstrap intervals over sequences, per layer and head.
+
+    Sequences (axis 1) are resampled with replacement; every statistic below is a mean over
+    sequences and uses the same resamples (see `sinks_jax.analysis.bootstrap`).
+
+    Args:
+      scores_LxBxH: per-sequence sink scores from `sink_scores` / `sink_scores_from_column`.
+      eps: threshold (Gu et al.: 0.3; the paper's Table 1: 0.8).
+      key: PRNG key of the resampling (the same key gives the same intervals).
+      num_resamples: R, bootstrap resamples.
+      level: coverage of the intervals (0.95: the 2.5 % and 97.5 % quantiles).
+
+    Returns a dict of float32 arrays; `*_low`/`*_high` are the interval of the statistic:
+      `rate`, `rate_low`, `rate_high`: scalars, the sink rate (as `sink_rate`);
+      `layer_rate`, `layer_low`, `layer_high`: `[L]`, fraction of the layer's heads that are
+        sinks (as `sink_rate_per_layer`);
+      `head_rate`, `head_low`, `head_high`: `[L, H]`, fraction of sequences on which the
+        head is a sink (as `sink_rate_per_head`);
+      `score`, `score_low`, `score_high`: scalars, mean alpha over sequences, layers, heads;
+      `head_score`: `[L, H]` mean alpha per head; `max_head_score`: its maximum;
+      `num_sequences`: B.
+
+    Jitted (one compilation per shape, `num_resamples` and `level`).
+    """
+    B = scores_LxBxH.shape[1]
+    scores_BxLxH = jnp.moveaxis(scores_LxBxH.astype(jnp.float32), 1, 0)
+    sink_BxLxH = sink_indicator(scores_BxLxH, eps)
+    counts_RxB = bootstrap.resample_counts(key, num_resamples, B)
+    head_RxLxH = bootstrap.bootstrap_means(sink_BxLxH, counts_RxB)
+    score_RxLxH = bootstrap.bootstrap_means(scores_BxLxH, counts_RxB)
+    out: dict[str, Array] = {}
+    for name, resampled, value in (
+        ("rate", head_RxLxH.mean(axis=(1, 2)), sink_BxLxH.mean()),
+        ("layer", head_RxLxH.mean(axis=2), sink_BxLxH.mean(axis=(0, 2))),
+        ("head", head_RxLxH, sink_BxLxH.mean(axis=0)),
+        ("score", score_RxLxH.mean(axis=(1, 2)), scores_BxLxH.mean()),
+    ):
+        out[name if name in ("rate", "score") else f"{name}_rate"] = value
+        out[f"{name}_low"], out[f"{name}_high"] = bootstrap.percentile_interval(resampled, level)
+    out["head_score"] = scores_BxLxH.mean(axis=0)
+    out["max_head_score"] = out["head_score"].max()
+    out["num_sequences"] = jnp.asarray(B, jnp.float32)
+    return out

@@ -2,7 +2,9 @@
 
 Layout of `--out DIR`:
   DIR/manifest.json                  source, tokenizer, special ids, per-split counts,
-                                     and the packing statistics of `--seq-len/--packing`
+                                     the files each split read (held-out files of a
+                                     `text:GLOB?valid=GLOB` source stay held out), and the
+                                     packing statistics of `--seq-len/--packing`
   DIR/SPLIT/tokens-00000.npy         int32 (uint16 when the vocabulary fits) ids of the
                                      shard's documents back to back, without specials
   DIR/SPLIT/offsets-00000.npy        int64 `[D + 1]`: document d is tokens[o[d]:o[d + 1]]
@@ -132,7 +134,8 @@ def packing_stats(out: str, split: str, tokenizer: Tokenizer, seq_len: int, mode
 def main(argv: list[str]) -> int:
     """`sinks-jax prepare --source SPEC --tokenizer SPEC --seq-len T --packing MODE --out DIR`."""
     parser = argparse.ArgumentParser(prog="sinks-jax prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--source", required=True, help="text:GLOB | synthetic:KIND | tfds:NAME[:SPLIT]")
+    parser.add_argument("--source", required=True,
+                        help="text:GLOB[?valid=GLOB] | synthetic:KIND | tfds:NAME[:SPLIT]")
     parser.add_argument("--tokenizer", default="byte", help="byte | sp:PATH.model | hf:PATH")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--splits", default="train,valid", help="comma-separated: train,valid,all")
@@ -155,6 +158,9 @@ def main(argv: list[str]) -> int:
             seconds = time.perf_counter() - t0
             manifest["splits"][split] = {"documents": entry["documents"], "tokens": entry["tokens"],
                                          "shards": entry["shards"]}
+            src = get_source(args.source)
+            if hasattr(src, "split_files"):  # text sources: which files this split read.
+                manifest["splits"][split]["files"] = src.split_files(split)
             _write_json(os.path.join(args.out, "manifest.json"), manifest)
             stats = packing_stats(args.out, split, tok, args.seq_len, args.packing, args.intra_doc,
                                   args.reset_positions)

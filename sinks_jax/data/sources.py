@@ -8,9 +8,14 @@ Specs for `get_source` (options after `?`, joined by `&`):
   - `.txt` (also compressed): one document per file; `?docs=blank` makes every block of
     text between blank lines a document instead.
   Lines that are not valid UTF-8 (or not valid JSON) are skipped, counted, and reported in
-  one warning at the end of the pass; empty documents are skipped. Held-out split: a
-  document belongs to `valid` when a hash of its text falls below `?holdout=FRACTION`
-  (default 0.01), so the split does not depend on file order; `all` ignores the hold-out.
+  one warning at the end of the pass; empty documents are skipped. Held-out split, one of:
+  - `?valid=GLOB` (held-out *files*): `valid` reads the files GLOB matches, `train` the
+    files of the main glob that GLOB does not match, `all` both. Use it for corpora that
+    ship held-out files, e.g. `text:data/*/*.jsonl.xz?valid=data/*/valid-*.jsonl.xz`.
+  - the default (held-out *documents*): a document belongs to `valid` when a hash of its
+    text falls below `?holdout=FRACTION` (default 0.01), so the split does not depend on
+    file order; `all` ignores the hold-out. Files are not special: a `valid-*` file that
+    the glob matches is split like any other (a warning says so; pass `?valid=`).
 - `synthetic:KIND[?vocab=64&seed=0&min_len=16&max_len=512]` endless, deterministic streams
   of documents, drawn in blocks of 256 documents by numpy; lengths are log-uniform in
   `[min_len, max_len]` symbols. Documents are strings over `vocab` printable ASCII
@@ -79,6 +84,22 @@ def _base_ext(path: str) -> str:
     return os.path.splitext(stem)[1]
 
 
+_WARNED_SPECS: set[str] = set()  # specs already warned about valid-* files (warn once).
+
+
+def _matching_files(spec: str, pattern: str) -> list[str]:
+    """Sorted readable files of a glob; raises if none, or if one has an unknown format."""
+    files = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                   if os.path.isfile(p))
+    if not files:
+        raise FileNotFoundError(f"source {spec!r}: no file matches {pattern!r}.")
+    bad = [p for p in files if _base_ext(p) not in (".jsonl", ".json", ".txt")]
+    if bad:
+        raise ValueError(f"source {spec!r}: cannot read {bad[:3]}; use .jsonl or .txt files "
+                         "(optionally .gz/.xz/.bz2).")
+    return files
+
+
 class TextSource:
     """Local `.jsonl` / `.txt` files (optionally compressed); see the module docstring."""
 
@@ -88,8 +109,13 @@ class TextSource:
         self.spec = spec
         self.field = options.pop("field", "text")
         self.docs_mode = options.pop("docs", "file")
-        holdout = options.pop("holdout", "0.01")
-        check_no_options_left(options, "text source", ("field", "docs", "holdout"))
+        holdout = options.pop("holdout", None)
+        valid = options.pop("valid", None)
+        check_no_options_left(options, "text source", ("field", "docs", "holdout", "valid"))
+        if valid is not None and holdout is not None:
+            raise ValueError(f"source {spec!r}: pass either valid=GLOB (held-out files) or "
+                             "holdout=FRACTION (held-out documents), not both.")
+        holdout = "0" if valid is not None else (holdout or "0.01")
         if self.docs_mode not in ("file", "blank"):
             raise ValueError(f"text source option docs={self.docs_mode!r}: use docs=file or docs=blank.")
         try:
@@ -100,17 +126,32 @@ class TextSource:
             raise ValueError(f"text source option holdout={holdout!r} must lie in [0, 1).")
         if not pattern:
             raise ValueError(f"source {spec!r} needs a glob after 'text:', e.g. text:data/*.jsonl.xz.")
-        self.files = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True)
-                            if os.path.isfile(p))
+        matched = _matching_files(spec, pattern)
+        self.valid_files = [] if valid is None else _matching_files(spec, valid)
+        self.files = [p for p in matched if p not in set(self.valid_files)]
         if not self.files:
-            raise FileNotFoundError(f"source {spec!r}: no file matches {pattern!r}.")
-        bad = [p for p in self.files if _base_ext(p) not in (".jsonl", ".json", ".txt")]
-        if bad:
-            raise ValueError(f"source {spec!r}: cannot read {bad[:3]}; use .jsonl or .txt files "
-                             "(optionally .gz/.xz/.bz2).")
+            raise FileNotFoundError(f"source {spec!r}: every file of {pattern!r} is held out by "
+                                    f"valid={valid!r}; nothing is left to train on.")
+        looks_held_out = [p for p in self.files if os.path.basename(p).startswith(("valid", "test"))]
+        if valid is None and looks_held_out and spec not in _WARNED_SPECS:
+            _WARNED_SPECS.add(spec)
+            log.warning("source %s: %d file(s) named like held-out files (%s) are split by "
+                        "document hash like the others; pass ?valid=GLOB to hold them out.",
+                        spec, len(looks_held_out), looks_held_out[0])
         self.skipped = {"non_utf8_lines": 0, "bad_json_lines": 0, "empty_documents": 0}
 
+    def split_files(self, split: str) -> list[str]:
+        """The files a split reads (in that order)."""
+        check_split(split)
+        if not self.valid_files:
+            return self.files
+        if split == "all":
+            return sorted(self.files + self.valid_files)
+        return self.valid_files if split == "valid" else self.files
+
     def _in_split(self, text: str, split: str) -> bool:
+        if self.valid_files:  # held-out files: the split's files hold only its documents.
+            return True
         if split == "all" or self.holdout == 0.0:
             return split != "valid"
         is_valid = zlib.crc32(text.encode("utf-8")) % 1_000_000 < self.holdout * 1_000_000
@@ -155,7 +196,7 @@ class TextSource:
         for key in self.skipped:
             self.skipped[key] = 0
         count = 0
-        for path in self.files:
+        for path in self.split_files(split):
             for text in self._file_documents(path):
                 if not text.strip():
                     self.skipped["empty_documents"] += 1
@@ -169,8 +210,8 @@ class TextSource:
                         self.skipped["bad_json_lines"], self.field)
         if count == 0:
             raise ValueError(f"source {self.spec!r} has no documents in split {split!r} "
-                             f"({len(self.files)} file(s), holdout={self.holdout}, skipped: "
-                             f"{self.skipped}).")
+                             f"({len(self.split_files(split))} file(s), holdout={self.holdout}, "
+                             f"skipped: {self.skipped}).")
 
 
 # ------------------------------------------------------------------------- synthetic

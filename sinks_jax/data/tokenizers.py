@@ -1,4 +1,4 @@
-"""Tokenizers with one small interface, and `sinks-jax tokenizer train` (SentencePiece).
+"""Tokenizers with one small interface, and `sinks-jax tokenizer train` (SentencePiece or BPE).
 
 Every tokenizer has `encode(str) -> list[int]`, `encode_batch(list[str]) -> list[np.ndarray]`,
 `decode(list[int]) -> str`, `vocab_size`, `bos_id`, `eos_id`, `pad_id` and `spec` (the
@@ -13,6 +13,13 @@ Specs for `get_tokenizer`:
 - `hf:PATH/tokenizer.json[?bos=TOKEN_OR_ID&eos=...&pad=...]`: a Hugging Face `tokenizers`
   file; specials default to the usual names (`<s>`, `<bos>`, `<|begin_of_text|>`, ...).
 - `gguf:PATH.gguf`: the tokenizer a GGUF model file describes (`sinks_jax.pretrained`).
+  The special tokens of the file are matched in the input text too (a literal `<bos>` in a
+  document becomes the `<bos>` id), as the `tokenizers` library does.
+
+Training (offline, on a source's `train` documents):
+- `--kind sp` (default): a SentencePiece model (`.model`), see `train_sentencepiece`;
+- `--kind bpe`: a byte-level BPE `tokenizer.json` with the `tokenizers` library (seconds on
+  a few hundred MB), see `train_bpe`; load it as `hf:PATH/tokenizer.json`.
 """
 
 from __future__ import annotations
@@ -189,7 +196,7 @@ def get_tokenizer(spec: str = "byte") -> Tokenizer:
     return HFTokenizer(body, **specials)
 
 
-# ---------------------------------------------------------------- training (SentencePiece)
+# ------------------------------------------------------------------------------ training
 
 def _training_lines(source: str, max_chars: int, max_line_chars: int = 8000) -> Iterator[str]:
     """Lines (paragraphs) of the source's training documents, up to `max_chars` in total."""
@@ -205,6 +212,21 @@ def _training_lines(source: str, max_chars: int, max_line_chars: int = 8000) -> 
                 total += len(piece)
                 if total >= max_chars:
                     return
+
+
+def _training_texts(source: str, max_chars: int, max_piece_chars: int = 1_000_000) -> Iterator[str]:
+    """The source's training documents, newlines kept, cut into pieces of at most
+    `max_piece_chars` characters, up to `max_chars` in total."""
+    from sinks_jax.data.sources import get_source
+
+    total = 0
+    for doc in get_source(source).documents("train"):
+        for i in range(0, len(doc), max_piece_chars):
+            piece = doc[i : i + max_piece_chars][: max_chars - total]
+            yield piece
+            total += len(piece)
+            if total >= max_chars:
+                return
 
 
 def train_sentencepiece(source: str, vocab_size: int, out: str, model_type: str = "bpe",
@@ -230,25 +252,73 @@ def train_sentencepiece(source: str, vocab_size: int, out: str, model_type: str 
     return prefix + ".model"
 
 
+# Special tokens of `train_bpe`, in id order: the names `HFTokenizer` finds by default.
+BPE_SPECIALS = ("<pad>", "<bos>", "<eos>")
+
+
+def train_bpe(source: str, vocab_size: int, out: str, max_chars: int = 1_000_000_000,
+              min_frequency: int = 2) -> str:
+    """Train a byte-level BPE `tokenizer.json` on a source's training documents, offline.
+
+    Ids: `<pad>`=0, `<bos>`=1, `<eos>`=2, then the 256 byte symbols, then merges, so every
+    string encodes (no unknown token) and decodes back exactly. GPT-2-style byte-level
+    pre-tokenisation without a prefix space; no normaliser; no post-processor (packing adds
+    the specials). Trained on whole documents (newlines kept), unlike the SentencePiece
+    trainer, which reads paragraphs. `vocab_size` counts everything (fewer ids if the text
+    runs out of merges).
+    Writes `out` (`out/tokenizer.json` when `out` is a directory or has no `.json` suffix);
+    returns the file's path.
+    """
+    from tokenizers import Tokenizer as _Tok
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if vocab_size < len(BPE_SPECIALS) + 256:
+        raise ValueError(f"--vocab-size {vocab_size} is too small for byte-level BPE; use at "
+                         f"least {len(BPE_SPECIALS) + 256} (3 specials + 256 bytes).")
+    path = out if out.endswith(".json") else os.path.join(out, "tokenizer.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tok = _Tok(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(BPE_SPECIALS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_training_texts(source, max_chars), trainer=trainer)
+    tok.save(path)
+    return path
+
+
 def main(argv: list[str]) -> int:
-    """`sinks-jax tokenizer train --source SPEC --vocab-size N --out PATH`."""
+    """`sinks-jax tokenizer train [--kind sp|bpe] --source SPEC --vocab-size N --out PATH`."""
     parser = argparse.ArgumentParser(prog="sinks-jax tokenizer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train a SentencePiece model on a source (offline)")
+    tr = sub.add_parser("train", help="train a SentencePiece model or a byte-level BPE (offline)")
+    tr.add_argument("--kind", default="sp", choices=["sp", "bpe"],
+                    help="sp: SentencePiece .model (default); bpe: byte-level BPE tokenizer.json")
     tr.add_argument("--source", required=True, help="source spec, e.g. text:data/*.jsonl.xz")
     tr.add_argument("--vocab-size", type=int, required=True)
-    tr.add_argument("--out", required=True, help="output path of the .model file")
-    tr.add_argument("--model-type", default="bpe", choices=["bpe", "unigram", "char", "word"])
-    tr.add_argument("--max-chars", type=int, default=100_000_000,
-                    help="stop reading the source after this many characters")
-    tr.add_argument("--character-coverage", type=float, default=0.9995)
+    tr.add_argument("--out", required=True,
+                    help="output: the .model file (sp), or tokenizer.json or its folder (bpe)")
+    tr.add_argument("--model-type", default="bpe", choices=["bpe", "unigram", "char", "word"],
+                    help="SentencePiece model type (--kind sp only)")
+    tr.add_argument("--max-chars", type=int, default=None,
+                    help="stop reading the source after this many characters "
+                         "(default: 1e8 for sp, 1e9 for bpe)")
+    tr.add_argument("--character-coverage", type=float, default=0.9995,
+                    help="SentencePiece character coverage (--kind sp only)")
     args = parser.parse_args(argv)
     try:
-        path = train_sentencepiece(args.source, args.vocab_size, args.out, args.model_type,
-                                   args.max_chars, args.character_coverage)
+        if args.kind == "bpe":
+            path = train_bpe(args.source, args.vocab_size, args.out,
+                             args.max_chars or 1_000_000_000)
+            tok: Tokenizer = HFTokenizer(path)
+        else:
+            path = train_sentencepiece(args.source, args.vocab_size, args.out, args.model_type,
+                                       args.max_chars or 100_000_000, args.character_coverage)
+            tok = SentencePieceTokenizer(path)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"sinks-jax tokenizer: {err}", file=sys.stderr)
         return 2
-    tok = SentencePieceTokenizer(path)
-    print(f"wrote {path} (vocab {tok.vocab_size}, bos={tok.bos_id} eos={tok.eos_id} pad={tok.pad_id})")
+    print(f"wrote {path} (vocab {tok.vocab_size}, bos={tok.bos_id} eos={tok.eos_id} "
+          f"pad={tok.pad_id}); use it as --tokenizer {tok.spec}")
     return 0

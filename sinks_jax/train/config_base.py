@@ -9,6 +9,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections.config_dict import placeholder
 
+from sinks_jax.model import backends
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -65,6 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval_batches = 4  # held-out micro-batches for the validation loss.
     c.eval_sink_sequences = 32  # held-out documents for sink scores at T = eval_sink_len.
     c.eval_sink_len = 64  # the literature's T for sink rates (Gu et al.; paper Table 1).
+    c.eval_sink_windows = False  # sink sequences: document starts (False) or windows anywhere.
+    c.eval_bootstrap = 1000  # bootstrap resamples of the final sink profile (summary.json).
     c.sink_stats_every = 50  # steps between in-step sink statistics at full context (0: off).
     c.log_every = 10  # steps between metrics.jsonl / TensorBoard records.
     c.checkpoint_every = 500  # steps between checkpoints (and at the last step).
@@ -150,6 +154,31 @@ SIZES = {
         "sink_stats_every": 2,
     },
 }
+
+
+# The data-packing grid of PAPER.md section 3 (Table 2): cell name -> (packing mode, intra-doc).
+PACKING_GRID = {
+    "causal_bos": ("concat_bos", False),  # causal, <bos> at document starts.
+    "causal_fixed_bos": ("fixed_bos", False),  # causal, <bos> fixed at position 0.
+    "intra_eos": ("concat", True),  # intra-doc, documents separated by <eos> only.
+    "intra_bos": ("concat_bos", True),  # intra-doc, <bos> at document starts.
+    "intra_fixed_bos": ("fixed_bos", True),  # intra-doc, fixed <bos> visible to all.
+}
+
+
+def apply_packing_cell(c: ml_collections.ConfigDict, name: str) -> None:
+    """Set `c.data` (and the model keys the cell needs) to the packing grid's cell `name`."""
+    if name not in PACKING_GRID:
+        raise ValueError(f"packing variant {name!r} is not one of {sorted(PACKING_GRID)}.")
+    c.data.packing, c.data.intra_doc = PACKING_GRID[name]
+    c.data.reset_positions = c.data.intra_doc  # documents start at position 0 when masked apart.
+    # The fixed <bos> must stay visible to every document under intra-doc masking.
+    c.model.global_first_key = c.data.packing == "fixed_bos" and c.data.intra_doc
+    # cuDNN has no segment masking: the fastest backend that masks documents apart (and keeps
+    # the fixed <bos> visible when asked) instead.
+    needs = {"segment_ids": c.data.intra_doc, "global_first_key": c.model.global_first_key}
+    if backends.problems(c.model.attention, **needs):
+        c.model.attention = "pallas" if "pallas" in backends.supporting(**needs) else "blockwise"
 
 
 def sized_config(size: str, seq_len: int) -> ml_collections.ConfigDict:

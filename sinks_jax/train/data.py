@@ -70,42 +70,74 @@ class DataPipeline:
         return out
 
     def sink_eval_sequences(self, num: int, length: int = 64) -> dict[str, np.ndarray]:
-        """Held-out documents cut to `length` tokens: `{"bos": [N, T], "nobos": [N, T]}`.
+        """Held-out sequences of `length` tokens: `{"bos": [N, T], "nobos": [N, T]}`.
 
-        "bos" is `<bos>` followed by the first `T - 1` tokens of a document; "nobos" is the
-        first `T` tokens of the same document (documents shorter than `T` are skipped).
-        Same rows on every process (they are small and replicated).
+        Each sequence is a piece of one held-out document: its first `T` tokens
+        (`config.eval_sink_windows=False`, the literature's convention; at most one per
+        document) or `T` consecutive tokens anywhere in it (`eval_sink_windows=True`: windows
+        drawn at random, with a fixed seed, from every document of the split, so that a small
+        held-out set still yields hundreds of sequences, the same ones for every run).
+        "nobos" is the piece; "bos" is `<bos>` followed by its first `T - 1` tokens. Same rows
+        on every process (they are small and replicated).
         """
-        tok = self.tokenizer
-        loader = make_loader(
-            source=self.config.data.source,
-            tokenizer=tok,
-            seq_len=length + 1,
-            batch_size=num,
-            packing="none",
-            intra_doc=False,
-            reset_positions=False,
-            seed=self.config.seed + 1,
-            split="valid",
-            process_index=0,
-            process_count=1,
-            progress=False,
-        )
-        rows: list[np.ndarray] = []
-        for _, batch in zip(range(64), loader):
-            tokens = batch["tokens"]  # [bos, d0, d1, ...] then eos and padding.
-            body = tokens[:, 1 : length + 1]
-            full = np.all(
-                (body != tok.eos_id) & (body != tok.pad_id) & (batch["segment_ids"][:, 1:] > 0),
-                axis=1,
-            )
-            rows += list(tokens[full])
-            if len(rows) >= num:
-                break
+        if self.config.get("eval_sink_windows", False):
+            rows = self._document_windows(num, length)
+        else:
+            rows = self._document_starts(num, length)
         if not rows:
             raise ValueError(
                 f"no held-out document of source {self.config.data.source!r} has {length} tokens; "
                 "sink evaluation needs longer documents (set eval_sink_len lower)."
             )
-        tokens_NxTp1 = np.stack(rows[:num]).astype(np.int32)
-        return {"bos": tokens_NxTp1[:, :length], "nobos": tokens_NxTp1[:, 1 : length + 1]}
+        tokens_NxT = np.stack(rows[:num]).astype(np.int32)
+        bos_Nx1 = np.full((tokens_NxT.shape[0], 1), self.tokenizer.bos_id, np.int32)
+        return {"bos": np.concatenate([bos_Nx1, tokens_NxT[:, :-1]], axis=1), "nobos": tokens_NxT}
+
+    def _held_out_loader(self, length: int, batch_size: int, packing: str, shuffle: bool,
+                         seed: int):
+        return make_loader(
+            source=self.config.data.source,
+            tokenizer=self.tokenizer,
+            seq_len=length,
+            batch_size=batch_size,
+            packing=packing,
+            intra_doc=True,
+            reset_positions=False,
+            seed=seed,
+            split="valid",
+            process_index=0,
+            process_count=1,
+            shuffle=shuffle,
+            progress=False,
+        )
+
+    def _document_starts(self, num: int, length: int) -> list[np.ndarray]:
+        """The first `length` tokens of held-out documents that have that many."""
+        tok = self.tokenizer
+        loader = self._held_out_loader(length + 1, num, "none", False, self.config.seed + 1)
+        rows: list[np.ndarray] = []
+        for _, batch in zip(range(64), loader):
+            body = batch["tokens"][:, 1:]  # [bos, d0, d1, ...] then eos and padding.
+            full = np.all(
+                (body != tok.eos_id) & (body != tok.pad_id) & (batch["segment_ids"][:, 1:] > 0),
+                axis=1,
+            )
+            rows += list(body[full])
+            if len(rows) >= num:
+                break
+        return rows
+
+    def _document_windows(self, num: int, length: int) -> list[np.ndarray]:
+        """`length` consecutive tokens of one held-out document, windows in random order."""
+        loader = self._held_out_loader(length, num, "concat", True, seed=0)
+        rows: list[np.ndarray] = []
+        for _, batch in zip(range(64), loader):
+            # Under intra-document numbering a row inside one document has segment 1 only;
+            # the document's closing <eos> is not text.
+            inside = np.all(batch["segment_ids"] == 1, axis=1) & np.all(
+                batch["tokens"] != self.tokenizer.eos_id, axis=1
+            )
+            rows += list(batch["tokens"][inside])
+            if len(rows) >= num:
+                break
+        return rows

@@ -38,7 +38,7 @@ from sinks_jax import analysis
 from sinks_jax.model import ModelConfig
 from sinks_jax.progress import progress
 from sinks_jax.train import checkpoint as ckpt_lib
-from sinks_jax.train import flops, optim, sharding
+from sinks_jax.train import flops, optim, sharding, sink_eval
 from sinks_jax.train import state as state_lib
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
@@ -394,6 +394,12 @@ def finish(
     final = record if "val_loss" in record else evaluate(run)
     summary = {"status": "finished", "step": step}
     summary.update({k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k})
+    summary["sink_profile"] = sink_eval.final_sink_profiles(
+        lambda tokens: run.sink_fn(run.params, jax.device_put(tokens, run.replicated)),
+        run.sink_sets,
+        out_dir=run.workdir if run.is_main else None,
+        num_resamples=run.config.get("eval_bootstrap", 1000),
+    )
     ckpt.wait()
     _write_summary(run, summary)
     return summary

@@ -165,7 +165,8 @@ def main(argv: list[str]) -> int:
     from sinks_jax.train.loop import train
 
     summary = train(config, workdir)
-    print({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
+    scalars = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
+    print({k: round(v, 4) if isinstance(v, float) else v for k, v in scalars.items()})
     if summary.get("status") != "finished":
         print(f"resume with: {shlex.join(['sinks-jax', 'train', *argv])}", file=sys.stderr)
         return 128 + int(signal.Signals[summary["signal"]])

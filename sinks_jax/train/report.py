@@ -1,13 +1,19 @@
 """`sinks-jax report DIR`: the table and figures of a family of runs (or of one run).
 
 DIR holds one training workdir per variant (as `sinks-jax sweep` writes them), or is itself a
-workdir. Writes DIR/report.md (the table) and three figures:
+workdir. Writes DIR/report.md (the table) and the figures:
 
     sink_rate_vs_step.png   held-out sink rate (eps 0.3) and mean first-token score alpha_0
                             (T = 64, with <bos>) over training, per variant
     sink_rate_vs_<key>.png  final sink rate (eps 0.3 and 0.8; with and without <bos>) against
-                            the swept value
+                            the swept value, with 95 % bootstrap intervals where known
     val_loss.png            validation loss over training, per variant
+    sink_profile.png        per-layer sink rate (eps 0.3, <bos>) with 95 % intervals, and the
+                            per-head rates, per variant (runs that finished with the
+                            per-sequence scores of their final evaluation, sink_scores.npz)
+
+Intervals are recomputed from each run's sink_scores.npz (`analysis.sink_profile`: a
+percentile bootstrap over the held-out sequences); the table shows them as `rate [low, high]`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import json
 import os
 import sys
 from typing import Any
+
+from sinks_jax.train import sink_eval
 
 COLUMNS = (
     ("val_loss", "val loss"),
@@ -48,6 +56,7 @@ def load_run(workdir: str) -> dict[str, Any]:
             records = [json.loads(line) for line in f if line.strip()]
     evals = [r for r in records if "val_loss" in r]
     key = config.get("sweep_key") or ""
+    scores = sink_eval.load_scores(workdir)
     return {
         "name": os.path.basename(os.path.normpath(workdir)),
         "config": config,
@@ -56,6 +65,7 @@ def load_run(workdir: str) -> dict[str, Any]:
         "final": evals[-1] if evals else {},
         "sweep_key": key,
         "swept": _dotted(config, key) if key else None,
+        "profile": sink_eval.profiles_from_scores(scores) if scores is not None else {},
     }
 
 
@@ -79,6 +89,19 @@ def find_runs(directory: str) -> list[dict[str, Any]]:
     return sorted(runs, key=order)
 
 
+def _interval(run: dict[str, Any], column: str) -> tuple[float, float] | None:
+    """The bootstrap interval of a table column (`val_sink_rate_EPS_SET`, `val_sink_score_SET`)
+    from the run's final sink profile, or None."""
+    parts = column.split("_")
+    if column.startswith("val_sink_rate_"):
+        prof = run["profile"].get(parts[-1], {}).get(parts[-2])
+        return None if prof is None else (prof["rate_low"], prof["rate_high"])
+    if column.startswith("val_sink_score_"):
+        prof = next(iter(run["profile"].get(parts[-1], {}).values()), None)
+        return None if prof is None else (prof["score_low"], prof["score_high"])
+    return None
+
+
 def table(runs: list[dict[str, Any]]) -> str:
     """Markdown table: one row per variant, sink rates in percent."""
     key = runs[0]["sweep_key"] if runs else ""
@@ -90,7 +113,12 @@ def table(runs: list[dict[str, Any]]) -> str:
         for k, _ in COLUMNS:
             v = f.get(k)
             pct = k.startswith("val_sink_rate")
-            cells.append("-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}"))
+            cell = "-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}")
+            interval = _interval(r, k)
+            if v is not None and interval is not None:
+                low, high = (100 * x if pct else x for x in interval)
+                cell += f" [{low:.1f}, {high:.1f}]" if pct else f" [{low:.3f}, {high:.3f}]"
+            cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -134,13 +162,19 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     numeric = all(isinstance(x, (int, float)) for x in xs)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     pos = xs if numeric else list(range(len(xs)))
+    repeated = len(set(map(str, xs))) < len(xs)  # several seeds per value: points, no lines.
     for k, label, style in (
         ("val_sink_rate_0.3_bos", "eps 0.3, <bos>", "o-"),
         ("val_sink_rate_0.8_bos", "eps 0.8, <bos>", "s-"),
         ("val_sink_rate_0.3_nobos", "eps 0.3, no <bos>", "o--"),
         ("val_sink_rate_0.8_nobos", "eps 0.8, no <bos>", "s--"),
     ):
-        ax.plot(pos, [100 * r["final"].get(k, float("nan")) for r in runs], style, label=label)
+        ys = [100 * r["final"].get(k, float("nan")) for r in runs]
+        bounds = [_interval(r, k) for r in runs]
+        err = [[y - 100 * b[0] if b else 0.0 for y, b in zip(ys, bounds)],
+               [100 * b[1] - y if b else 0.0 for y, b in zip(ys, bounds)]]
+        ax.errorbar(pos, ys, yerr=err, fmt=style[0] if repeated else style, capsize=3,
+                    label=label)
     if numeric:
         if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
             ax.set_xscale("log", base=2)
@@ -153,6 +187,10 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     paths.append(os.path.join(out_dir, f"sink_rate_vs_{key.split('.')[-1]}.png"))
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+
+    profiled = [r for r in runs if "0.3" in r["profile"].get("bos", {})]
+    if profiled:
+        paths.append(profile_figure(profiled, out_dir, plt))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r in runs:
@@ -170,6 +208,36 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
     return paths
+
+
+def profile_figure(runs: list[dict[str, Any]], out_dir: str, plt) -> str:
+    """sink_profile.png: per-layer rates with intervals (left), per-head rates (one row each)."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(runs), 2, figsize=(10, 2.4 * len(runs) + 0.6), squeeze=False)
+    for (ax_l, ax_h), r in zip(axes, runs):
+        prof = r["profile"]["bos"]["0.3"]
+        layers = range(1, len(prof["layer_rate"]) + 1)
+        rate, low, high = (prof[k] for k in ("layer_rate", "layer_low", "layer_high"))
+        ax_l.errorbar(layers, [100 * v for v in rate],
+                      yerr=[[100 * (v - lo) for v, lo in zip(rate, low)],
+                            [100 * (hi - v) for v, hi in zip(rate, high)]],
+                      fmt="o-", capsize=3)
+        ax_l.set(xlabel="layer", ylabel="sink rate %", ylim=(-3, 103),
+                 title=f"{r['name']}: per layer (eps 0.3, <bos>, 95% CI)")
+        ax_l.grid(alpha=0.3)
+        image = ax_h.imshow([[100 * v for v in row] for row in prof["head_rate"]], vmin=0, vmax=100,
+                            aspect="auto", cmap="viridis", origin="lower",
+                            extent=(0.5, len(prof["head_rate"][0]) + 0.5, 0.5, len(layers) + 0.5))
+        ax_h.set(xlabel="head", ylabel="layer", title=f"{r['name']}: % of sequences, per head")
+        for axis in (ax_l.xaxis, ax_h.xaxis, ax_h.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
+        fig.colorbar(image, ax=ax_h)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "sink_profile.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def write_report(directory: str) -> tuple[str, list[str]]:
