@@ -35,6 +35,11 @@ def get_config(arg=None):
     c.data.reset_positions = c.data.intra_doc  # documents start at position 0 when masked apart.
     # The fixed <bos> must stay visible to every document under intra-doc masking.
     c.model.global_first_key = c.data.packing == "fixed_bos" and c.data.intra_doc
+    # The sink the in-step statistic measures: under intra-doc masking without a fixed <bos>,
+    # each document's first token (the only key every query of the document sees first);
+    # otherwise key 0 (the fixed <bos>, or the window's first token under causal masking).
+    fixed = c.data.packing == "fixed_bos"
+    c.model.sink_key = "segment" if c.data.intra_doc and not fixed else "window"
     if c.data.intra_doc and c.model.attention == "cudnn":
         c.model.attention = "pallas"  # cuDNN path has no segment masking; Pallas does.
     c.sweep_key = "variant"  # categorical sweep: reported by name.

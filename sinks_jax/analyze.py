@@ -497,8 +497,10 @@ def batch_statistics(
     n_B = jnp.sum(valid_BxT, axis=1)
     w = valid_BxT[None, :, None, :]
     out = {
-        # alpha_0 over the real queries: sum_i valid[i] A[i, 0] / n.
-        "scores_LxBxH": jnp.sum(aux["sink_attn"] * w, -1) / n_B[None, :, None],
+        # alpha_0 over the real queries (one document per row: all of them see key 0).
+        "scores_LxBxH": analysis.sink_scores_from_column(
+            aux["sink_attn"], query_mask_BxT=valid_BxT
+        ),
         "sink_vn_LxBxH": aux["value_norms"][..., 0],
         "rest_vn_LxBxH": jnp.sum(aux["value_norms"][..., 1:] * w[..., 1:], -1)
         / jnp.maximum(n_B - 1, 1)[None, :, None],

@@ -122,3 +122,15 @@ def test_tiny_variant_runs_one_step(path):
     )(params, tx.init(params), batch)
     assert np.isfinite(float(metrics["loss"])) and bool(metrics["finite"])
     assert metrics["sink_attn"].shape == (model_cfg.num_layers, model_cfg.num_heads)
+
+
+def test_packing_measures_each_document_first_token_under_intra_doc_masking():
+    path = os.path.join(ROOT, "configs", "packing.py")
+    got = {name: load_config(f"{path}:tiny,{name}").model.sink_key for name in module(path).GRID}
+    assert got == {
+        "causal_bos": "window",  # causal: key 0 of the window.
+        "causal_fixed_bos": "window",
+        "intra_eos": "segment",  # intra-doc: each document's first token.
+        "intra_bos": "segment",
+        "intra_fixed_bos": "window",  # the fixed <bos>, visible to all (global_first_key).
+    }
