@@ -27,6 +27,7 @@ from flax import nnx
 from sinks_jax import analysis
 from sinks_jax.model import Transformer
 from sinks_jax.model import attention as attention_lib
+from sinks_jax.model import fused
 
 Batch = dict[str, jax.Array]
 Params = dict[str, Any]
@@ -199,7 +200,8 @@ def make_train_step(
     sink_stats: bool = False,
 ) -> Callable[[Params, Any, Batch], tuple[Params, Any, dict[str, jax.Array]]]:
     """`step(params, opt_state, batch_KxBxT) -> (params, opt_state, metrics)` with explicit
-    shardings; the parameter and optimizer-state buffers are donated.
+    shardings; the parameter and optimizer-state buffers are donated. The metrics also say
+which cuDNN path ran, if any (`kernel_record`).
 
     With one micro-batch the whole step is one jitted call. With k > 1, micro-batch i is a
     jitted call that adds its gradients into donated accumulators, and a last call applies
@@ -253,7 +255,7 @@ def make_train_step(
         donate_argnums=(0, 1, 2),
     )
 
-    def step(params, opt_state, batch_KxBxT):
+    def run(params, opt_state, batch_KxBxT):
         k = jax.tree.leaves(batch_KxBxT)[0].shape[0]
         if k == 1:
             return whole(params, opt_state, batch_KxBxT)
@@ -262,7 +264,18 @@ def make_train_step(
             acc = accumulate_jit(acc, params, batch_KxBxT, jnp.int32(i))
         return apply_jit(params, opt_state, acc, k)
 
+    def step(params, opt_state, batch_KxBxT):
+        params, opt_state, metrics = run(params, opt_state, batch_KxBxT)
+        return params, opt_state, {**metrics, **kernel_record()}
+
     return step
+
+
+def kernel_record() -> dict[str, str]:
+    """`{"cudnn_lse_dtype": ...}` once a cuDNN attention was traced (which cuDNN path ran:
+    "float32" from the cuDNN layer, the output dtype from the public fallback), else {}."""
+    dtype = fused.cudnn_lse_dtype()
+    return {} if dtype is None else {"cudnn_lse_dtype": dtype}
 
 
 def make_eval_step(
