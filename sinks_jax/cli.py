@@ -25,7 +25,11 @@ COMMANDS = {
         "main",
         "tokenizer tools (train a SentencePiece model)",
     ),
-    "bench": ("sinks_jax.bench", "main", "benchmarks: train, attention, analysis, scaling"),
+    "bench": (
+        "sinks_jax.bench",
+        "main",
+        "benchmarks: train, attention, analysis, scaling, breakdown",
+    ),
 }
 
 
