@@ -25,7 +25,7 @@ import optax
 from flax import nnx
 
 from sinks_jax import analysis
-from sinks_jax.model import Transformer
+from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.model import attention as attention_lib
 from sinks_jax.model import fused
 
@@ -70,7 +70,9 @@ def masked_ce_sum(logits_BxTxV: jax.Array, batch: Batch) -> tuple[jax.Array, jax
     return jnp.sum(ce_BxT * mask_BxT), jnp.sum(mask_BxT)
 
 
-def sink_queries(segment_ids_BxT: jax.Array, model_cfg: Any, use_segments: bool) -> jax.Array:
+def sink_queries(
+    segment_ids_BxT: jax.Array, model_cfg: ModelConfig, use_segments: bool
+) -> jax.Array:
     """`[B, T]` bool: the real (non-padding) queries that can see their sink key.
 
     Under intra-document masking with `sink_key="window"` the queries of later documents
@@ -201,7 +203,7 @@ def make_train_step(
 ) -> Callable[[Params, Any, Batch], tuple[Params, Any, dict[str, jax.Array]]]:
     """`step(params, opt_state, batch_KxBxT) -> (params, opt_state, metrics)` with explicit
     shardings; the parameter and optimizer-state buffers are donated. The metrics also say
-which cuDNN path ran, if any (`kernel_record`).
+    which cuDNN path ran, if any (`kernel_record`).
 
     With one micro-batch the whole step is one jitted call. With k > 1, micro-batch i is a
     jitted call that adds its gradients into donated accumulators, and a last call applies
