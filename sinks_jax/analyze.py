@@ -12,6 +12,10 @@ Sequences: "with_bos" is `<bos>` followed by the first T-1 prompt tokens; "text_
 first T prompt tokens. Prompts shorter than T are skipped (`--short skip`, the default) or
 padded at the end (`--short pad`); padding is excluded from every statistic (causal attention
 never lets a real query see a later pad token).
+
+Prompts: `--prompts FILE`, `--prompts-source SPEC`, or by default the run's own held-out
+documents with `--workdir` and the built-in English paragraphs otherwise; `settings.prompts`
+in report.json (and the printed summary) says which were used.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +39,7 @@ from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.data import tokenizers
 from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.model import attention as attention_lib
+from sinks_jax.model import fused
 from sinks_jax.model.transformer import rope_inverse_frequencies
 from sinks_jax.progress import progress
 
@@ -63,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     prm = p.add_mutually_exclusive_group()
     prm.add_argument(
         "--prompts",
-        help="prompt file: .txt (one prompt per line) or .jsonl with a "
-        "'text' field; default: the built-in set of 10 paragraphs",
+        help="prompt file: .txt (one prompt per line) or .jsonl with a 'text' field; "
+        "default: with --workdir the run's held-out documents (--prompts-source run), "
+        "otherwise the built-in set of 10 paragraphs",
     )
     prm.add_argument(
         "--prompts-source",
@@ -261,8 +267,16 @@ def make_sequences(
 # --------------------------------------------------------------------------- model access
 
 
-def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | None]:
-    """`(model, tokenizer, description, run_config or None)` from --workdir, --hf or --init-tiny."""
+class Loaded(NamedTuple):
+    model: Transformer
+    tokenizer: Any
+    tokenizer_spec: str  # the tokenizer actually used (the run's or checkpoint's, or --tokenizer)
+    description: str
+    run_config: dict | None  # the training config with --workdir
+
+
+def load_model(args: argparse.Namespace) -> Loaded:
+    """The model and its tokenizer from --workdir, --hf, --init-hf-config or --init-tiny."""
     if args.init_tiny:
         tok = load_tokenizer(args.tokenizer)
         cfg = ModelConfig(
@@ -274,12 +288,8 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | 
             d_ff=64,
             attention="xla",
         )
-        return (
-            Transformer(cfg, rngs=nnx.Rngs(args.seed)),
-            tok,
-            f"tiny random init (seed {args.seed})",
-            None,
-        )
+        model = Transformer(cfg, rngs=nnx.Rngs(args.seed))
+        return Loaded(model, tok, args.tokenizer, f"tiny random init (seed {args.seed})", None)
     if args.init_hf_config:
         from sinks_jax import hf
 
@@ -295,7 +305,8 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | 
             )
         dtype = "bfloat16" if jax.default_backend() == "gpu" else "float32"
         model = hf.random_model(hf_config, seed=args.seed, dtype=dtype, attention="xla")
-        return model, load_tokenizer(args.tokenizer), f"random init of {args.init_hf_config}", None
+        desc = f"random init of {args.init_hf_config}"
+        return Loaded(model, load_tokenizer(args.tokenizer), args.tokenizer, desc, None)
     if args.hf:
         try:
             from sinks_jax import hf
@@ -309,8 +320,11 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | 
                 f"--hf {args.hf!r}: no tokenizer.json in the folder; pass "
                 "the model's tokenizer with --tokenizer hf:PATH/tokenizer.json."
             )
-        tok = tok if tok is not None else load_tokenizer(args.tokenizer)
-        return model, load_tokenizer(tok), f"hf:{os.path.abspath(args.hf)}", None
+        desc = f"hf:{os.path.abspath(args.hf)}"
+        if tok is None:
+            return Loaded(model, load_tokenizer(args.tokenizer), args.tokenizer, desc, None)
+        spec = f"hf:{os.path.join(os.path.abspath(args.hf), 'tokenizer.json')}"
+        return Loaded(model, tok, spec, desc, None)
     try:
         from sinks_jax.train import checkpoint
     except ImportError as e:
@@ -321,7 +335,8 @@ def load_model(args: argparse.Namespace) -> tuple[Transformer, Any, str, dict | 
         raise FileNotFoundError(f"--workdir {args.workdir!r}: no such folder.")
     model, info = checkpoint.load_model(args.workdir)
     spec = _tokenizer_spec(info) or args.tokenizer
-    return model, load_tokenizer(spec), f"workdir:{os.path.abspath(args.workdir)}", info
+    desc = f"workdir:{os.path.abspath(args.workdir)}"
+    return Loaded(model, load_tokenizer(spec), spec, desc, info)
 
 
 def _tokenizer_spec(info: Any) -> str | None:
@@ -331,6 +346,17 @@ def _tokenizer_spec(info: Any) -> str | None:
     except (KeyError, TypeError, IndexError):
         data = getattr(info, "data", None)
         return getattr(data, "tokenizer", None)
+
+
+def _run_source(run_config: dict) -> str:
+    """The data source a training config names (`data.source`)."""
+    try:
+        return str(run_config["data"]["source"])
+    except (KeyError, TypeError):
+        raise ValueError(
+            "--workdir: the run's config.json names no data.source to draw held-out prompts "
+            "from; pass --prompts FILE or --prompts-source SPEC."
+        ) from None
 
 
 def with_backend(model: Transformer, backend: str, dtype: str | None = None) -> Transformer:
@@ -441,7 +467,8 @@ def long_context_report(
 ) -> dict[str, Any]:
     """Sink statistics of one sequence of `length` tokens (texts joined, repeated if short)
     through a fused backend: per-(layer, head) first-token score, sink rate, the keys that
-    receive the most attention, wall time and peak device memory."""
+    receive the most attention (`top_received_attention_sum`: attention summed over the
+    queries, then averaged over layers and heads), wall time and peak device memory."""
     gpu = jax.default_backend() == "gpu"
     backend = backend or ("cudnn" if gpu else "blockwise")
     dtype = "bfloat16" if backend == "cudnn" and model.config.dtype == "float32" else None
@@ -476,7 +503,8 @@ def long_context_report(
             str(e): 100 * float(analysis.sink_rate(scores_LxBxH, e)) for e in eps
         },
         "top_received_keys": np.asarray(top[1]).tolist(),
-        "top_received_mean_attention": np.asarray(top[0]).tolist(),
+        "top_received_attention_sum": np.asarray(top[0]).tolist(),
+        "cudnn_lse_dtype": fused.cudnn_lse_dtype() if backend == "cudnn" else None,
         "seconds_incl_compile": round(seconds, 3),
         "peak_device_bytes": peak,
     }
@@ -497,8 +525,10 @@ def batch_statistics(
     n_B = jnp.sum(valid_BxT, axis=1)
     w = valid_BxT[None, :, None, :]
     out = {
-        # alpha_0 over the real queries: sum_i valid[i] A[i, 0] / n.
-        "scores_LxBxH": jnp.sum(aux["sink_attn"] * w, -1) / n_B[None, :, None],
+        # alpha_0 over the real queries (one document per row: all of them see key 0).
+        "scores_LxBxH": analysis.sink_scores_from_column(
+            aux["sink_attn"], query_mask_BxT=valid_BxT
+        ),
         "sink_vn_LxBxH": aux["value_norms"][..., 0],
         "rest_vn_LxBxH": jnp.sum(aux["value_norms"][..., 1:] * w[..., 1:], -1)
         / jnp.maximum(n_B - 1, 1)[None, :, None],
@@ -788,50 +818,69 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
     return paths
 
 
+def choose_prompts(
+    args: argparse.Namespace, tok: Any, run_config: dict | None
+) -> tuple[list[str], str]:
+    """`(texts, description)`: --prompts FILE, --prompts-source SPEC, else with --workdir the
+    run's own held-out documents (a model trained on synthetic data has never seen English),
+    else the built-in paragraphs. Sets the perturbation prompt to the first drawn document."""
+    if args.prompts:
+        return load_prompts(args.prompts), f"file:{args.prompts}"
+    if args.prompts_source is None and run_config is None:
+        return load_prompts(None), "built-in paragraphs"
+    from_run = args.prompts_source in (None, "run")
+    if from_run and run_config is None:
+        raise ValueError("--prompts-source run needs --workdir (the run's data.source).")
+    spec = _run_source(run_config) if from_run else args.prompts_source
+    min_chars = 0 if args.short == "pad" else args.seq_len  # a loose bound for bytes
+    try:
+        texts = prompts_from_source(spec, args.num_prompts, min_chars)
+    except (ValueError, FileNotFoundError) as e:
+        if args.prompts_source is not None:
+            raise
+        raise ValueError(
+            f"--workdir {args.workdir!r}: the run's held-out data ({spec}) cannot be read ({e}); "
+            "pass --prompts FILE or --prompts-source SPEC."
+        ) from e
+    if args.spread_prompt is None:
+        args.spread_prompt = texts[0]
+        args.swap = args.swap or f"@{min(args.spread_len, len(tok.encode(texts[0]))) // 2}"
+    where = "the run's held-out documents, " if from_run else ""
+    return texts, f"source:{spec} ({where}valid split)"
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.seq_len < 2:
         raise ValueError(f"--seq-len {args.seq_len}: need at least 2 tokens.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1.")
     t0 = time.time()
-    model, tok, model_desc, run_config = load_model(args)
+    loaded = load_model(args)
+    model, tok, run_config = loaded.model, loaded.tokenizer, loaded.run_config
     cfg = model.config
     bos_id = None if args.no_bos else getattr(tok, "bos_id", None)
-    if args.prompts_source:
-        spec = args.prompts_source
-        if spec == "run":
-            if run_config is None:
-                raise ValueError("--prompts-source run needs --workdir (the run's data.source).")
-            spec = str(run_config["data"]["source"])
-        min_chars = 0 if args.short == "pad" else args.seq_len  # a loose bound for bytes
-        texts = prompts_from_source(spec, args.num_prompts, min_chars)
-        if args.spread_prompt is None:
-            args.spread_prompt = texts[0]
-            args.swap = args.swap or f"@{min(args.spread_len, len(tok.encode(texts[0]))) // 2}"
-    else:
-        spec = None
-        texts = load_prompts(args.prompts)
+    texts, prompts_desc = choose_prompts(args, tok, run_config)
     token_lists = [tok.encode(t) for t in texts]
     max_id = max((max(t) for t in token_lists if t), default=-1)
     if max_id >= cfg.vocab_size or (bos_id is not None and bos_id >= cfg.vocab_size):
         raise ValueError(
             f"tokenizer/model mismatch: token id {max(max_id, bos_id or 0)} >= "
             f"model vocab_size {cfg.vocab_size}; pass the tokenizer the model was "
-            f"trained with (--tokenizer, now {args.tokenizer!r})."
+            f"trained with (--tokenizer, now {loaded.tokenizer_spec!r})."
         )
 
     choose_swap(tok, args.spread_prompt or builtin_prompts.SHAKESPEARE, args.swap)  # fail early
     layouts = {"text_only": None} if bos_id is None else {"with_bos": bos_id, "text_only": None}
     settings = {
-        "model": model_desc,
+        "model": loaded.description,
         "model_config": cfg.to_dict(),
         "seq_len": args.seq_len,
         "eps": list(args.eps),
         "batch_size": args.batch_size,
         "short": args.short,
-        "tokenizer": args.tokenizer if not args.hf else "hf",
+        "tokenizer": loaded.tokenizer_spec,
         "bos_id": bos_id,
-        "prompts": args.prompts or (f"source:{spec}" if spec else "built-in"),
+        "prompts": prompts_desc,
         "num_prompts": len(texts),
         "layouts": {
             "with_bos": "<bos> + first T-1 prompt tokens",
@@ -888,6 +937,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"sinks-jax analyze: error: {e}", file=sys.stderr)
         return 2
+    print(f"  prompts: {report['settings']['prompts']}")
     for name, res in report["sinks"].items():
         rates = ", ".join(f"eps={e}: {r:.2f}%" for e, r in res["sink_rate_percent"].items())
         print(f"{name:>9}: {res['num_sequences']} sequences, sink rate {rates}")

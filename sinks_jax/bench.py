@@ -23,6 +23,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import jax
@@ -123,6 +124,19 @@ def _segments(B: int, T: int, docs: int = 4, seed: int = 0) -> jax.Array:
 def bench_attention(args) -> list[dict[str, Any]]:
     H, K, D = args.heads, args.kv_heads, args.head_dim
     records = []
+    table = Table(
+        (
+            "backend",
+            "T",
+            "segments",
+            "fwd_ms",
+            "fwd_bwd_ms",
+            "fwd_tflops",
+            "fwd_bwd_tflops",
+            "memory_bytes",
+            "error",
+        )
+    )
     for T in args.seq_lens:
         B = max(1, args.tokens // T)
         ks = jax.random.split(jax.random.key(T), 4)
@@ -168,20 +182,7 @@ def bench_attention(args) -> list[dict[str, Any]]:
                 except Exception as exc:  # OOM or unsupported combination: recorded, not fatal
                     rec["error"] = _error(exc)
                 records.append(rec)
-                _print_row(
-                    rec,
-                    (
-                        "backend",
-                        "T",
-                        "segments",
-                        "fwd_ms",
-                        "fwd_bwd_ms",
-                        "fwd_tflops",
-                        "fwd_bwd_tflops",
-                        "memory_bytes",
-                        "error",
-                    ),
-                )
+                table.row(rec)
     return records
 
 
@@ -302,6 +303,19 @@ def bench_train(args) -> list[dict[str, Any]]:
         cases += [(args.packed_backend, False, True), (args.packed_backend, True, True)]
     records = []
     devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()[:1]
+    table = Table(
+        (
+            "backend",
+            "sink_stats",
+            "intra_doc",
+            "devices",
+            "step_ms",
+            "tokens_per_s",
+            "mfu",
+            "peak_memory_bytes",
+            "error",
+        )
+    )
     for backend, stats, intra in cases:
         try:
             rec = _train_case(args, backend, stats, intra, devices)
@@ -310,26 +324,14 @@ def bench_train(args) -> list[dict[str, Any]]:
                 mode="train", backend=backend, sink_stats=stats, intra_doc=intra, error=_error(exc)
             )
         records.append(rec)
-        _print_row(
-            rec,
-            (
-                "backend",
-                "sink_stats",
-                "intra_doc",
-                "devices",
-                "step_ms",
-                "tokens_per_s",
-                "mfu",
-                "peak_memory_bytes",
-                "error",
-            ),
-        )
+        table.row(rec)
     return records
 
 
 def bench_scaling(args) -> list[dict[str, Any]]:
     records = []
     n = jax.local_device_count()
+    table = Table(("devices", "micro_batch", "step_ms", "tokens_per_s", "mfu", "error"))
     for count in sorted({1, n}):
         devices = jax.local_devices()[:count]
         try:
@@ -338,7 +340,7 @@ def bench_scaling(args) -> list[dict[str, Any]]:
             rec = dict(mode="train", devices=count, error=_error(exc))
         rec["mode"] = "scaling"
         records.append(rec)
-        _print_row(rec, ("devices", "micro_batch", "step_ms", "tokens_per_s", "mfu", "error"))
+        table.row(rec)
     if len(records) == 2 and "tokens_per_s" in records[0] and "tokens_per_s" in records[1]:
         speedup = records[1]["tokens_per_s"] / records[0]["tokens_per_s"]
         print(f"speed-up on {n} devices: {speedup:.2f}x")
@@ -402,6 +404,7 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
         "attention_fwd_bwd_x_layers": (jax.jit(jax.grad(attn_sum, argnums=(0, 1, 2))), (q, kv, kv)),
     }
     records = []
+    table = Table(("case", "B", "T", "ms", "error"))
     for name, (fn, fargs) in cases.items():
         rec = dict(mode="breakdown", case=name, backend=backend, B=B, T=T)
         try:
@@ -410,7 +413,7 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
         except Exception as exc:
             rec["error"] = _error(exc)
         records.append(rec)
-        _print_row(rec, ("case", "B", "T", "ms", "error"))
+        table.row(rec)
     if args.profile:  # a device trace of the model's forward+backward, for xprof/TensorBoard
         fn, fargs = cases["model_fwd_bwd"]
         jax.profiler.start_trace(args.profile)
@@ -441,6 +444,18 @@ def bench_analysis(args) -> list[dict[str, Any]]:
     if args.quick:
         shape = dict(QUICK_SHAPE)
     records = []
+    table = Table(
+        (
+            "backend",
+            "T",
+            "collect",
+            "first_call_s",
+            "steady_s",
+            "end_to_end_s",
+            "memory_bytes",
+            "error",
+        )
+    )
     for backend in args.backends:
         cfg = ModelConfig.from_dict({**shape, "attention": backend, "block_size": args.block_size})
         start = time.perf_counter()
@@ -483,19 +498,7 @@ def bench_analysis(args) -> list[dict[str, Any]]:
                 except Exception as exc:
                     rec["error"] = _error(exc)
                 records.append(rec)
-                _print_row(
-                    rec,
-                    (
-                        "backend",
-                        "T",
-                        "collect",
-                        "first_call_s",
-                        "steady_s",
-                        "end_to_end_s",
-                        "memory_bytes",
-                        "error",
-                    ),
-                )
+                table.row(rec)
     return records
 
 
@@ -507,13 +510,36 @@ def _fmt(v) -> str:
         return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, int) and v > 10**6:
+    if isinstance(v, int) and not isinstance(v, bool) and v > 10**6:
         return f"{v / 2**30:.2f}GiB"
+    if isinstance(v, (list, tuple)):
+        return "+".join(str(x) for x in v)
     return str(v)
 
 
-def _print_row(rec: dict, keys) -> None:
-    print("  ".join(f"{k}={_fmt(rec.get(k))}" for k in keys if k in rec), flush=True)
+COLUMN_WIDTHS = {"case": 27, "collect": 23}  # columns whose values are wider than 10.
+
+
+class Table:
+    """Prints records as an aligned text table: the header before the first row, then one
+    row as each record arrives (long benchmarks show progress). The last column is not
+    padded (it holds the error message, if any)."""
+
+    def __init__(self, keys: Sequence[str]):
+        self.keys = list(keys)
+        self.widths = [max(len(k), COLUMN_WIDTHS.get(k, 10)) for k in self.keys]
+        self.started = False
+
+    def line(self, cells: Sequence[str]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], self.widths)]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    def row(self, rec: dict) -> None:
+        if not self.started:
+            print(self.line(self.keys))
+            print(self.line(["-" * w for w in self.widths]))
+            self.started = True
+        print(self.line([_fmt(rec.get(k)) for k in self.keys]), flush=True)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -26,7 +26,11 @@ COMMANDS = {
         "main",
         "tokenizer tools (train a SentencePiece model or a byte-level BPE)",
     ),
-    "bench": ("sinks_jax.bench", "main", "benchmarks: train, attention, analysis, scaling"),
+    "bench": (
+        "sinks_jax.bench",
+        "main",
+        "benchmarks: train, attention, analysis, scaling, breakdown",
+    ),
     "models": ("sinks_jax.pretrained.command", "main", "list or fetch pretrained GGUF models"),
 }
 

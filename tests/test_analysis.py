@@ -310,3 +310,18 @@ def test_attention_entropy_and_value_measures():
         1.0,
         rtol=1e-5,
     )
+
+
+def test_sink_scores_from_column_with_query_mask_matches_numpy():
+    rng = np.random.default_rng(7)
+    col = rng.random((2, 3, 4, 9)).astype(np.float32)  # [L, B, H, T]
+    mask = rng.random((3, 9)) > 0.4
+    mask[2] = False  # a sequence with no counted query scores 0.
+    for key in (0, 2):
+        got = np.asarray(analysis.sink_scores_from_column(col, key=key, query_mask_BxT=mask))
+        want = np.zeros((2, 3, 4))
+        for b in range(3):
+            idx = [i for i in range(9) if i >= key and mask[b, i]]
+            if idx:
+                want[:, b] = col[:, b][..., idx].mean(-1)
+        np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -154,12 +154,13 @@ def test_residual_stream_fn_is_differentiable_and_matches_model():
     assert (g[:4] > 0).all() and (g[4:] == 0).all()
 
 
-def test_analyze_reads_a_training_workdir(tmp_path):
+def test_analyze_reads_a_training_workdir(tmp_path, capsys):
     checkpoint = pytest.importorskip("sinks_jax.train.checkpoint")
     model = tiny_model(seed=3)
     workdir = str(tmp_path / "run")
+    source = "synthetic:bigram_backcopy"
     checkpoint.write_run_config(
-        workdir, {"model": model.config.to_dict(), "data": {"tokenizer": "byte"}}
+        workdir, {"model": model.config.to_dict(), "data": {"tokenizer": "byte", "source": source}}
     )
     ckpt = checkpoint.Checkpointer(workdir, async_save=False)
     ckpt.save(
@@ -183,6 +184,8 @@ def test_analyze_reads_a_training_workdir(tmp_path):
                 "--spread-len",
                 "100",
                 "--skip-jacobian",
+                "--tokenizer",  # ignored: the run's own tokenizer is used and recorded.
+                "hf:/nonexistent/tokenizer.json",
                 "--out",
                 str(out),
             ]
@@ -191,10 +194,16 @@ def test_analyze_reads_a_training_workdir(tmp_path):
     )
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["model"].startswith("workdir:")
+    assert report["settings"]["tokenizer"] == "byte"
+    # By default a run is analysed on its own held-out documents, and the report says so.
+    used = f"source:{source} (the run's held-out documents, valid split)"
+    assert report["settings"]["prompts"] == used
+    assert f"prompts: {used}" in capsys.readouterr().out
     assert "jacobian" not in report["spread"] and len(report["figures"]) == 5
     # The restored weights are the saved ones: sink scores equal a direct numpy computation.
     toks = analyze.load_tokenizer("byte")
-    row = [toks.bos_id] + toks.encode(prompts.DEFAULT_PROMPTS[0])[:15]
+    first = analyze.prompts_from_source(source, 1, min_chars=16)[0]
+    row = [toks.bos_id] + toks.encode(first)[:15]
     _, aux = model(jnp.asarray([row], jnp.int32), collect=("attn_probs",))
     want = np.asarray(aux["attn_probs"], np.float64)[:, 0, :, :, 0].mean(-1)
     got = np.asarray(report["sinks"]["with_bos"]["sink_score_per_sequence_LxNxH"])[:, 0]
@@ -223,7 +232,7 @@ def test_analyze_prompts_from_a_source_with_token_swap(tmp_path):
         == 0
     )
     report = json.loads((out / "report.json").read_text())
-    assert report["settings"]["prompts"] == "source:synthetic:bigram_backcopy"
+    assert report["settings"]["prompts"] == "source:synthetic:bigram_backcopy (valid split)"
     assert report["sinks"]["text_only"]["num_sequences"] == 5
     spread = report["spread"]
     assert spread["changed_positions"] == [16] and spread["old"].endswith("@16")
@@ -300,7 +309,8 @@ def test_analyze_loss_file_and_long_context(tmp_path):
     lc = report["long_context"]
     assert lc["seq_len"] == 300 and lc["backend"] == "blockwise"
     assert np.asarray(lc["sink_scores_LxH"]).shape == (2, 4)
-    assert len(lc["top_received_keys"]) == 8
+    assert len(lc["top_received_keys"]) == len(lc["top_received_attention_sum"]) == 8
+    assert lc["cudnn_lse_dtype"] is None  # blockwise, not cuDNN
 
 
 def test_analyze_random_model_of_a_hf_shape(tmp_path):

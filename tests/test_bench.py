@@ -8,9 +8,13 @@ from sinks_jax import bench
 
 
 @pytest.mark.parametrize("mode", ["attention", "train", "analysis", "scaling", "breakdown"])
-def test_bench_quick(mode, tmp_path):
+def test_bench_quick(mode, tmp_path, capsys):
     out = tmp_path / f"{mode}.json"
     assert bench.main([mode, "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    rule = next(i for i, line in enumerate(printed) if line.startswith("---"))
+    assert "error" in printed[rule - 1].split()  # the header, above a rule of dashes
+    assert not any("=" in line for line in printed[rule:]), printed  # a table, not key=value
     data = json.loads(out.read_text())
     assert data["environment"]["jax"] and data["records"]
     for rec in data["records"]:
@@ -23,3 +27,17 @@ def test_bench_quick(mode, tmp_path):
         "breakdown": "ms",
     }[mode]
     assert all(rec[timed] > 0 for rec in data["records"])
+
+
+def test_table_columns_line_up(capsys):
+    keys = ("backend", "T", "collect", "steady_s", "error")
+    table = bench.Table(keys)
+    table.row({"backend": "blockwise", "T": 64, "collect": ["sink_attn", "received_attn"]})
+    table.row({"backend": "xla", "T": 131072, "steady_s": 0.123456, "error": "out of memory"})
+    header, rule, *rows = capsys.readouterr().out.splitlines()
+    starts = [header.index(k) for k in keys]
+    assert rule.split() == ["-" * len(c) for c in rule.split()] and len(rows) == 2
+    for row in rows:  # every cell starts where its header starts
+        cells = row.split()
+        assert [row.index(c, p) for c, p in zip(cells, starts)] == starts[: len(cells)]
+    assert rows[0].split()[2] == "sink_attn+received_attn" and rows[1].split()[3] == "0.1235"

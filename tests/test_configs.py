@@ -12,6 +12,7 @@ from flax import nnx
 
 from sinks_jax.model import ModelConfig, Transformer
 from sinks_jax.train import optim
+from sinks_jax.train.config_base import PACKING_GRID
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
 from sinks_jax.train.validate import ConfigError, validate_config
@@ -199,3 +200,15 @@ def test_packing_grid_picks_a_backend_that_can_mask(size):
         model_cfg = validate_config(c, platform="gpu")
         if c.data.intra_doc:
             assert model_cfg.attention in ("pallas", "blockwise"), name
+
+
+def test_packing_measures_each_document_first_token_under_intra_doc_masking():
+    path = os.path.join(ROOT, "configs", "packing.py")
+    got = {name: load_config(f"{path}:tiny,{name}").model.sink_key for name in PACKING_GRID}
+    assert got == {
+        "causal_bos": "window",  # causal: key 0 of the window.
+        "causal_fixed_bos": "window",
+        "intra_eos": "segment",  # intra-doc: each document's first token.
+        "intra_bos": "segment",
+        "intra_fixed_bos": "window",  # the fixed <bos>, visible to all (global_first_key).
+    }

@@ -1,6 +1,7 @@
 """GPU-only agreement of the fused backends with the explicit xla path (bf16 tolerances).
 
-Run on a CUDA machine with `JAX_PLATFORMS=cuda pytest -m gpu tests/test_gpu.py`; skipped on CPU.
+Run on a CUDA machine with `python -m pytest -m gpu tests/test_gpu.py` (with `-m gpu` the test
+set-up leaves JAX free to pick the GPU); skipped on CPU.
 """
 
 import numpy as np
@@ -10,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from sinks_jax.model import attention as attn
+from sinks_jax.model import fused
 
 pytestmark = [
     pytest.mark.gpu,
@@ -70,3 +72,30 @@ def test_fused_matches_xla(T, backend, segments):
         rel = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
         print(f"  grad rel {rel:.2e}")
         assert rel < 2e-2
+
+
+def test_pallas_private_api_on_this_jax():
+    """The keyword calls into Pallas's private `_mha_forward`/`_mha_backward` bind and run on
+    the installed jax (a changed signature raises a RuntimeError naming the checked versions)."""
+    print(f"jax {jax.__version__}; checked range {fused.PALLAS_VERIFIED_JAX}")
+    q, k, v = qkv(256)
+    seg = packed_segments(2, 256)
+    scale = 64**-0.5
+    out, lse = fused.pallas_gpu_attention(q, k, v, seg, scale=scale)
+    ref = attn.attention(q, k, v, backend="xla", scale=scale, segment_ids=seg)
+    assert float(jnp.abs(lse - ref.lse_BxHxT).max()) < 1e-2
+    dv = jax.grad(
+        lambda v: jnp.sum(fused.pallas_gpu_attention(q, k, v, seg, scale=scale)[0] ** 2)
+    )(v)
+    assert dv.shape == v.shape and bool(jnp.isfinite(dv.astype(jnp.float32)).all())
+
+
+def test_cudnn_path_is_the_float32_lse_layer():
+    """On the supported jax range the cuDNN layer with the float32 LSE runs (no fallback)."""
+    import warnings
+
+    q, k, v = qkv(256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fused.cudnn_attention(q, k, v, scale=64**-0.5)
+    assert fused.cudnn_lse_dtype() == "float32"

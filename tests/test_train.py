@@ -296,10 +296,61 @@ def test_sink_summary_matches_brute_force():
     col = rng.random((2, 3, 4, 6)).astype(np.float32)  # [L, B, H, T]
     seg = np.ones((3, 6), np.int32)
     seg[1, 4:] = 0  # padding at the end of row 1.
-    out = step_lib.sink_summary(jnp.asarray(col), jnp.asarray(seg))
+    queries = step_lib.sink_queries(jnp.asarray(seg), CFG, use_segments=False)
+    out = step_lib.sink_summary(jnp.asarray(col), queries)
     scores = np.stack(
         [[[col[l, b, h][seg[b] > 0].mean() for h in range(4)] for b in range(3)] for l in range(2)]
     )
     np.testing.assert_allclose(out["sink_attn"], scores.mean(1), rtol=1e-5)
     want = np.mean([(scores[:, b] > 0.3).mean() for b in range(3)])
     np.testing.assert_allclose(float(out["sink_rate_0.3"]), want, rtol=1e-6)
+
+
+def two_document_row():
+    """One row of T = 8: document 1 at positions 0-2, document 2 at 3-6, padding at 7."""
+    return np.array([[1, 1, 1, 2, 2, 2, 2, 0]], np.int32)
+
+
+@pytest.mark.parametrize(
+    "sink_key,global_first_key,want",
+    [
+        # key 0 is seen by the 3 queries of document 1 only: their mean is a perfect 1.
+        ("window", False, 1.0),
+        # key 0 seen by all 7 real queries: (3 * 1 + 4 * 0.25) / 7.
+        ("window", True, 4.0 / 7.0),
+        # each document's first key: (3 * 1 + 4 * 0.5) / 7.
+        ("segment", False, 5.0 / 7.0),
+    ],
+)
+def test_sink_summary_counts_only_queries_that_see_the_sink(sink_key, global_first_key, want):
+    seg = two_document_row()
+    # A hand-made sink_attn [L=1, B=1, H=1, T]: attention of each query to *its* sink key.
+    # Document 1 puts all its attention on key 0. Document 2's queries put 0.25 on key 0
+    # when it is visible to them (global_first_key) and 0.5 on their own first key (3).
+    doc2 = {"window": 0.25 if global_first_key else 0.0, "segment": 0.5}[sink_key]
+    col = np.array([1, 1, 1, doc2, doc2, doc2, doc2, 0.9], np.float32)[None, None, None]
+    cfg = CFG.replace(sink_key=sink_key, global_first_key=global_first_key)
+    queries = step_lib.sink_queries(jnp.asarray(seg), cfg, use_segments=True)
+    out = step_lib.sink_summary(jnp.asarray(col), queries)
+    np.testing.assert_allclose(float(out["sink_attn"][0, 0]), want, rtol=1e-6)
+    assert float(out["sink_rate_0.8"]) == float(want > 0.8)
+
+
+@pytest.mark.parametrize("sink_key", ["window", "segment"])
+def test_in_step_sink_statistic_matches_attention_maps(sink_key):
+    """The in-step statistic from the model's LSE-based `sink_attn` equals the mean of the
+    explicit attention maps' sink column over the queries that see the sink (numpy)."""
+    cfg = CFG.replace(attention="xla", sink_key=sink_key)
+    graphdef, params = init(cfg)
+    batch = random_batch(np.random.default_rng(5), (1, 8))
+    batch["segment_ids"] = two_document_row()
+    batch["positions"] = np.array([[0, 1, 2, 0, 1, 2, 3, 0]], np.int32)
+    _, aux = step_lib.apply_model(
+        graphdef, params, batch, use_segments=True, collect=("attn_probs", "sink_attn")
+    )
+    queries = step_lib.sink_queries(jnp.asarray(batch["segment_ids"]), cfg, use_segments=True)
+    stats = step_lib.sink_summary(aux["sink_attn"], queries)
+    probs = np.asarray(aux["attn_probs"], np.float64)[:, 0]  # [L, H, T, T]
+    sink = [0, 0, 0, 3, 3, 3, 3] if sink_key == "segment" else [0, 0, 0]  # real queries' sinks
+    want = np.mean([probs[:, :, i, k] for i, k in enumerate(sink)], axis=0)  # [L, H]
+    np.testing.assert_allclose(np.asarray(stats["sink_attn"]), want, rtol=1e-4, atol=1e-6)

@@ -35,30 +35,36 @@ def sink_scores(attn_LxBxHxTxT: Array, key: int | Array = 0) -> Array:
     Returns:
       `[L, B, H]` (the leading axes of the input): mean over queries `i >= k` of `attn[i, k]`.
     """
-    T = attn_LxBxHxTxT.shape[-1]
     column = jnp.take(attn_LxBxHxTxT, key, axis=-1).astype(jnp.float32)  # [..., T] over queries
-    return sink_scores_from_column(column, key=key, num_keys=T)
+    return sink_scores_from_column(column, key=key)
 
 
 def sink_scores_from_column(
-    sink_attn_LxBxHxT: Array, key: int | Array = 0, num_keys: int | None = None
+    sink_attn_LxBxHxT: Array, key: int | Array = 0, query_mask_BxT: Array | None = None
 ) -> Array:
     """Sink scores from the attention each query pays to the sink key (no T x T map needed).
 
     Args:
-      sink_attn_LxBxHxT: `sink_attn[..., i]` = attention query `i` pays to key `key`, as the
-        model's `collect=("sink_attn",)` returns it.
+      sink_attn_LxBxHxT: `sink_attn[..., i]` = attention query `i` pays to its sink key, as
+        the model's `collect=("sink_attn",)` returns it (any leading axes before `[B, H, T]`
+        work when no mask is given).
       key: the position of that key; queries `i < key` are excluded.
-      num_keys: sequence length T; defaults to the last axis length.
+      query_mask_BxT: optional bool or 0/1 `[B, T]`: the queries that count, e.g. the real
+        (non-padding) queries that can see their sink key. Under intra-document masking the
+        queries of other documents cannot see key 0; counting them would halve a perfect sink
+        in the first of two equal documents.
 
     Returns:
-      `[L, B, H]`: `1/(T-key) * sum_{i>=key} sink_attn[..., i]`.
+      `[L, B, H]`: the mean of `sink_attn[..., i]` over the counted queries `i >= key`
+      (without a mask: `1/(T-key) * sum_{i>=key} sink_attn[..., i]`, Gu's alpha_key); 0 for a
+      sequence with no counted query.
     """
-    T = sink_attn_LxBxHxT.shape[-1] if num_keys is None else num_keys
     col = sink_attn_LxBxHxT.astype(jnp.float32)
-    visible_T = jnp.arange(col.shape[-1]) >= key
-    total = jnp.sum(jnp.where(visible_T, col, 0.0), axis=-1)
-    return total / (T - jnp.asarray(key, jnp.float32))
+    counted = jnp.arange(col.shape[-1]) >= key  # [T]
+    if query_mask_BxT is not None:
+        counted = (counted & query_mask_BxT.astype(bool))[:, None, :]  # [B, 1, T]
+    total = jnp.sum(jnp.where(counted, col, 0.0), axis=-1)
+    return total / jnp.maximum(jnp.sum(counted, axis=-1), 1).astype(jnp.float32)
 
 
 def sink_indicator(scores_LxBxH: Array, eps: float | Array) -> Array:

@@ -165,6 +165,17 @@ def sink_index(
     return jax.lax.cummax(jnp.where(starts_BxT, idx[None], 0), axis=1)
 
 
+def sink_visible(
+    segment_ids_BxT: jax.Array | None, sink_idx_BxT: jax.Array, global_first_key: bool = False
+) -> jax.Array:
+    """[B, T] bool: whether each query can see its sink key (same segment, or key 0 when
+    `global_first_key`); all True without segment ids (causal attention sees key 0)."""
+    if segment_ids_BxT is None:
+        return jnp.ones(sink_idx_BxT.shape, bool)
+    seg_sink_BxT = jnp.take_along_axis(segment_ids_BxT, sink_idx_BxT, axis=1)
+    return (seg_sink_BxT == segment_ids_BxT) | (global_first_key & (sink_idx_BxT == 0))
+
+
 def sink_attention(
     q_BxTxHxD: jax.Array,
     k_BxTxKxD: jax.Array,
@@ -188,7 +199,6 @@ def sink_attention(
     )
     a_BxHxT = jnp.exp(s_BxTxH.transpose(0, 2, 1) - lse_BxHxT)
     if segment_ids is not None:  # the sink may be hidden from a query of another segment.
-        seg_sink_BxT = jnp.take_along_axis(segment_ids, sink_idx_BxT, axis=1)
-        visible_BxT = (seg_sink_BxT == segment_ids) | (global_first_key & (sink_idx_BxT == 0))
+        visible_BxT = sink_visible(segment_ids, sink_idx_BxT, global_first_key)
         a_BxHxT = jnp.where(visible_BxT[:, None, :], a_BxHxT, 0.0)
     return a_BxHxT

@@ -4,13 +4,16 @@ The kernels' own LSE conventions differ, and this module is where they are made 
   cudnn   natural log of the *scaled* scores, float32 [B, H, T] from the cuDNN layer (the public
           jax.nn.dot_product_attention casts it to the output dtype and transposes it).
   pallas  jax.experimental.pallas.ops.gpu.attention: base-2 LSE of the scaled scores, float32
-          [B, H, T]; multiplied by ln 2 here.
+          [B, H, T]; multiplied by ln 2 here. Its private `_mha_forward`/`_mha_backward` are
+          called by keyword after a signature check (checked on jax 0.10.2 - 0.11.2).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -34,32 +37,82 @@ def cudnn_attention(
     return out, jax.lax.stop_gradient(lse_BxHxT.astype(jnp.float32))
 
 
+# The dtype of the LSE the cuDNN path returned in this process ("float32" from the cuDNN
+# layer, the output dtype from the public fallback); None until a cuDNN call is traced.
+_cudnn_lse_dtype: str | None = None
+_warned_fallback = False
+
+
+def cudnn_lse_dtype() -> str | None:
+    """Which cuDNN path ran: the dtype of its LSE ("float32": the cuDNN layer; "bfloat16" or
+    "float16": the public fallback, whose sink statistics are off by up to ~2 %), or None
+    if no cuDNN attention was traced in this process. Runs record it in their metrics."""
+    return _cudnn_lse_dtype
+
+
 def _cudnn_with_f32_lse(q, k, v, scale):
     """cuDNN call keeping the kernel's float32 LSE [B, H, T].
 
     The public jax.nn.dot_product_attention casts the LSE to the output dtype (bf16: about 3
     significant digits, so exp(s - lse) would be off by up to ~2%). The cuDNN layer beneath
     it returns the float32 statistic; where that private layer is unavailable, fall back to
-    the public function.
+    the public function, warn once, and record the LSE dtype (`cudnn_lse_dtype`).
     """
+    global _cudnn_lse_dtype, _warned_fallback
     try:
         from jax._src.cudnn import fused_attention_stablehlo as cudnn_lib
 
         out, lse_BxHxT = cudnn_lib.dot_product_attention(
             q, k, v, scale=scale, mask_type=cudnn_lib.MaskType.CAUSAL, return_residual=True
         )
-        return out, lse_BxHxT
-    except (ImportError, AttributeError, TypeError):
+    except (ImportError, AttributeError, TypeError) as e:
         out, lse_BxTxH = jax.nn.dot_product_attention(
             q, k, v, scale=scale, is_causal=True, implementation="cudnn", return_residual=True
         )
-        return out, lse_BxTxH.transpose(0, 2, 1)
+        lse_BxHxT = lse_BxTxH.transpose(0, 2, 1)
+        if not _warned_fallback:
+            _warned_fallback = True
+            warnings.warn(
+                f"attention='cudnn': the cuDNN layer with a float32 LSE is unavailable in jax "
+                f"{jax.__version__} ({type(e).__name__}: {e}); using jax.nn.dot_product_attention, "
+                f"whose LSE is {lse_BxHxT.dtype} (sink statistics off by up to ~2 %); use "
+                "attention='pallas' or 'blockwise' for exact ones.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    _cudnn_lse_dtype = str(lse_BxHxT.dtype)
+    return out, lse_BxHxT
+
+
+# jax releases on which the private Pallas attention functions called below were checked.
+PALLAS_VERIFIED_JAX = "0.10.2 - 0.11.2"
 
 
 def _pallas_module():
-    from jax.experimental.pallas.ops.gpu import attention as pallas_attention  # GPU-only import.
-
+    try:  # GPU-only kernels, importable anywhere (interpret mode runs on CPU).
+        from jax.experimental.pallas.ops.gpu import attention as pallas_attention
+    except ImportError as e:
+        raise RuntimeError(
+            f"attention='pallas' needs jax.experimental.pallas.ops.gpu.attention, which jax "
+            f"{jax.__version__} lacks ({e}); it was checked on jax {PALLAS_VERIFIED_JAX}. "
+            "Use attention='blockwise', or install jax in that range."
+        ) from e
     return pallas_attention
+
+
+def _call_private(mod, name: str, **kwargs):
+    """`mod.name(**kwargs)`, after checking that the private function still takes these
+    keyword arguments (its signature is not a public promise)."""
+    fn = getattr(mod, name, None)
+    try:
+        inspect.signature(fn).bind(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise RuntimeError(
+            f"attention='pallas': jax {jax.__version__}'s {mod.__name__}.{name} no longer "
+            f"takes the arguments {sorted(kwargs)} ({e}); it was checked on jax "
+            f"{PALLAS_VERIFIED_JAX}. Use attention='blockwise', or install jax in that range."
+        ) from e
+    return fn(**kwargs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -68,8 +121,8 @@ def _pallas_mha(q, k, v, seg, scale, block, interpret):
     return out, lse2
 
 
-def _pallas_args(scale, block, interpret):
-    mod = _pallas_module()
+def _pallas_kwargs(mod, scale, block, interpret) -> dict:
+    """The kernel's non-differentiable arguments, shared by its forward and backward."""
     blocks = mod.BlockSizes(
         block_q=block,
         block_k=block,
@@ -78,22 +131,34 @@ def _pallas_args(scale, block, interpret):
         block_q_dq=min(block, 64),
         block_kv_dq=min(block, 64),
     )
-    # Positional order of the kernel's non-differentiable arguments (sm_scale .. debug).
-    return mod, (scale, True, blocks, "triton", None, 2, None, interpret, False)
+    return dict(
+        sm_scale=scale,
+        causal=True,
+        block_sizes=blocks,
+        backward_pass_impl="triton",
+        num_warps=None,
+        num_stages=2,
+        grid=None,
+        interpret=interpret,
+        debug=False,
+        return_residuals=False,
+    )
 
 
 def _pallas_fwd(q, k, v, seg, scale, block, interpret):
-    mod, args = _pallas_args(scale, block, interpret)
+    mod = _pallas_module()
+    kw = _pallas_kwargs(mod, scale, block, interpret)
     # The kernel's forward with return_residuals=False still keeps the LSE among its residuals;
     # taking it from there lets the backward kernel run (it refuses return_residuals=True).
-    out, res = mod._mha_forward(q, k, v, seg, *args, False)
+    out, res = _call_private(mod, "_mha_forward", q=q, k=k, v=v, segment_ids=seg, **kw)
     return (out, res[-1]), res
 
 
 def _pallas_bwd(scale, block, interpret, res, cotangents):
-    mod, args = _pallas_args(scale, block, interpret)
+    mod = _pallas_module()
     dout, _ = cotangents  # the LSE is a statistic: no gradient through it.
-    dq, dk, dv, _ = mod._mha_backward(*args, False, res, dout)
+    kw = _pallas_kwargs(mod, scale, block, interpret)
+    dq, dk, dv, _ = _call_private(mod, "_mha_backward", res=res, do=dout, **kw)
     return dq, dk, dv, None
 
 

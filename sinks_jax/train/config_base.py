@@ -174,6 +174,11 @@ def apply_packing_cell(c: ml_collections.ConfigDict, name: str) -> None:
     c.data.reset_positions = c.data.intra_doc  # documents start at position 0 when masked apart.
     # The fixed <bos> must stay visible to every document under intra-doc masking.
     c.model.global_first_key = c.data.packing == "fixed_bos" and c.data.intra_doc
+    # The sink the in-step statistic measures: under intra-doc masking without a fixed <bos>,
+    # each document's first token (the only key every query of the document sees first);
+    # otherwise key 0 (the fixed <bos>, or the window's first token under causal masking).
+    fixed = c.data.packing == "fixed_bos"
+    c.model.sink_key = "segment" if c.data.intra_doc and not fixed else "window"
     # cuDNN has no segment masking: the fastest backend that masks documents apart (and keeps
     # the fixed <bos> visible when asked) instead.
     needs = {"segment_ids": c.data.intra_doc, "global_first_key": c.model.global_first_key}

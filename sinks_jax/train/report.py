@@ -4,7 +4,8 @@ DIR holds one training workdir per variant (as `sinks-jax sweep` writes them), o
 workdir. Writes DIR/report.md (the table) and the figures:
 
     sink_rate_vs_step.png   held-out sink rate (eps 0.3) and mean first-token score alpha_0
-                            (T = 64, with <bos>) over training, per variant
+                            (at the evaluation length eval_sink_len, default T = 64, with
+                            <bos>) over training, per variant
     sink_rate_vs_<key>.png  final sink rate (eps 0.3 and 0.8; with and without <bos>) against
                             the swept value, with 95 % bootstrap intervals where known
     val_loss.png            validation loss over training, per variant
@@ -103,13 +104,15 @@ def _interval(run: dict[str, Any], column: str) -> tuple[float, float] | None:
 
 
 def table(runs: list[dict[str, Any]]) -> str:
-    """Markdown table: one row per variant, sink rates in percent."""
+    """Markdown table: one row per run (its workdir name), the swept value when it says more
+    than the name, then the final step's numbers (sink rates in percent)."""
     key = runs[0]["sweep_key"] if runs else ""
-    head = ["variant", key or "-", "step", *[c[1] for c in COLUMNS]]
+    swept = bool(key) and any(str(r["swept"]) != r["name"] for r in runs)
+    head = ["run", *([key] if swept else []), "step", *[c[1] for c in COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         f = r["final"]
-        cells = [r["name"], str(r["swept"]), str(f.get("step", "-"))]
+        cells = [r["name"], *([str(r["swept"])] if swept else []), str(f.get("step", "-"))]
         for k, _ in COLUMNS:
             v = f.get(k)
             pct = k.startswith("val_sink_rate")
@@ -121,6 +124,13 @@ def table(runs: list[dict[str, Any]]) -> str:
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def eval_len(runs: list[dict[str, Any]]) -> str:
+    """The sequence length of the held-out sink evaluation (`eval_sink_len`), e.g. "64"; runs
+    trained at any context are evaluated at it."""
+    lengths = sorted({str(r["config"].get("eval_sink_len", "?")) for r in runs})
+    return "/".join(lengths)
 
 
 def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
@@ -145,8 +155,9 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             marker="o",
             label=r["name"],
         )
-    axes[0].set(xlabel="training step", ylabel="sink rate % (eps=0.3, T=64, <bos>)", ylim=(-3, 103))
-    axes[1].set(xlabel="training step", ylabel="mean alpha_0 (T=64, <bos>)", ylim=(0, 1))
+    at = f"eval T={eval_len(runs)}, <bos>"
+    axes[0].set(xlabel="training step", ylabel=f"sink rate % (eps=0.3, {at})", ylim=(-3, 103))
+    axes[1].set(xlabel="training step", ylabel=f"mean alpha_0 ({at})", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -180,7 +191,8 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             ax.set_xscale("log", base=2)
     else:
         ax.set_xticks(pos, [str(x) for x in xs], rotation=30, ha="right")
-    ax.set(xlabel=key, ylabel="final sink rate %", title=f"final sink rate (T=64) vs {key}")
+    title = f"final sink rate (eval T={eval_len(runs)}) vs {key}"
+    ax.set(xlabel=key, ylabel="final sink rate %", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -9,8 +9,9 @@ on the concatenated batch.
 `make_train_step(..., sink_stats=True)` builds a second variant whose forward pass also
 collects `sink_attn` (attention of every query to its sink key, recovered from the
 attention's log-sum-exp: it works with the fused backends) and returns, per layer and head,
-the mean over sequences and queries (`[L, H]`) and the sink rates at eps 0.3 and 0.8, all at
-the full training context. Call it only on the steps that log them.
+the mean over sequences and over the queries that can see their sink key (`[L, H]`) and
+the sink rates at eps 0.3 and 0.8, all at the full training context. The sink key is key 0
+or each document's first key (`model.sink_key`). Call it only on the steps that log them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import optax
 from flax import nnx
 
 from sinks_jax import analysis
-from sinks_jax.model import Transformer
+from sinks_jax.model import ModelConfig, Transformer
+from sinks_jax.model import attention as attention_lib
+from sinks_jax.model import fused
 
 Batch = dict[str, jax.Array]
 Params = dict[str, Any]
@@ -67,16 +70,33 @@ def masked_ce_sum(logits_BxTxV: jax.Array, batch: Batch) -> tuple[jax.Array, jax
     return jnp.sum(ce_BxT * mask_BxT), jnp.sum(mask_BxT)
 
 
-def sink_summary(sink_attn_LxBxHxT: jax.Array, segment_ids_BxT: jax.Array) -> dict[str, jax.Array]:
-    """In-step sink statistics: `sink_attn` `[L, H]` (mean over rows and real queries) and the
-    sink rates (fraction of heads per row with score > eps, averaged over rows).
+def sink_queries(
+    segment_ids_BxT: jax.Array, model_cfg: ModelConfig, use_segments: bool
+) -> jax.Array:
+    """`[B, T]` bool: the real (non-padding) queries that can see their sink key.
 
-    A row's score is Gu's alpha of its sink key, averaged over the row's non-padding queries
-    (identical to `analysis.sink_scores_from_column` on rows without padding).
+    Under intra-document masking with `sink_key="window"` the queries of later documents
+    cannot see key 0 (unless `global_first_key`); with `sink_key="segment"` every query sees
+    its own document's first key. Without segments (causal) every query sees key 0.
     """
-    valid_BxT = (segment_ids_BxT > 0).astype(jnp.float32)
-    total_LxBxH = jnp.einsum("lbht,bt->lbh", sink_attn_LxBxHxT.astype(jnp.float32), valid_BxT)
-    scores_LxBxH = total_LxBxH / jnp.maximum(valid_BxT.sum(-1), 1.0)[None, :, None]
+    valid_BxT = segment_ids_BxT > 0
+    if not use_segments:
+        return valid_BxT
+    B, T = segment_ids_BxT.shape
+    per_segment = model_cfg.sink_key == "segment"
+    sink_idx_BxT = attention_lib.sink_index(segment_ids_BxT, T, B, per_segment=per_segment)
+    visible_BxT = attention_lib.sink_visible(
+        segment_ids_BxT, sink_idx_BxT, model_cfg.global_first_key
+    )
+    return valid_BxT & visible_BxT
+
+
+def sink_summary(sink_attn_LxBxHxT: jax.Array, queries_BxT: jax.Array) -> dict[str, jax.Array]:
+    """In-step sink statistics: `sink_attn` `[L, H]` (a row's score is the mean attention to
+    the sink key over the row's queries that count, `queries_BxT` from `sink_queries`; then
+    the mean over rows) and the sink rates (fraction of heads per row with score > eps,
+    averaged over rows)."""
+    scores_LxBxH = analysis.sink_scores_from_column(sink_attn_LxBxHxT, query_mask_BxT=queries_BxT)
     out = {"sink_attn": scores_LxBxH.mean(axis=1)}
     for eps in SINK_EPS:
         out[f"sink_rate_{eps}"] = analysis.sink_rate(scores_LxBxH, eps)
@@ -104,7 +124,11 @@ def micro_grads(
             graphdef, p, batch_BxT, use_segments=use_segments, collect=collect
         )
         total, count = masked_ce_sum(logits, batch_BxT)
-        stats = sink_summary(aux["sink_attn"], batch_BxT["segment_ids"]) if sink_stats else {}
+        stats = {}
+        if sink_stats:
+            model_cfg = nnx.merge(graphdef, p).config
+            queries_BxT = sink_queries(batch_BxT["segment_ids"], model_cfg, use_segments)
+            stats = sink_summary(aux["sink_attn"], queries_BxT)
         return total, (count, stats)
 
     (total, (count, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -178,7 +202,8 @@ def make_train_step(
     sink_stats: bool = False,
 ) -> Callable[[Params, Any, Batch], tuple[Params, Any, dict[str, jax.Array]]]:
     """`step(params, opt_state, batch_KxBxT) -> (params, opt_state, metrics)` with explicit
-    shardings; the parameter and optimizer-state buffers are donated.
+    shardings; the parameter and optimizer-state buffers are donated. The metrics also say
+    which cuDNN path ran, if any (`kernel_record`).
 
     With one micro-batch the whole step is one jitted call. With k > 1, micro-batch i is a
     jitted call that adds its gradients into donated accumulators, and a last call applies
@@ -234,7 +259,7 @@ def make_train_step(
         donate_argnums=(0, 1),
     )
 
-    def step(params, opt_state, batch_KxBxT):
+    def run(params, opt_state, batch_KxBxT):
         k = jax.tree.leaves(batch_KxBxT)[0].shape[0]
         if k == 1:
             return whole(params, opt_state, batch_KxBxT)
@@ -243,7 +268,18 @@ def make_train_step(
             acc = accumulate_jit(acc, params, batch_KxBxT, jnp.int32(i))
         return apply_jit(params, opt_state, acc, k)
 
+    def step(params, opt_state, batch_KxBxT):
+        params, opt_state, metrics = run(params, opt_state, batch_KxBxT)
+        return params, opt_state, {**metrics, **kernel_record()}
+
     return step
+
+
+def kernel_record() -> dict[str, str]:
+    """`{"cudnn_lse_dtype": ...}` once a cuDNN attention was traced (which cuDNN path ran:
+    "float32" from the cuDNN layer, the output dtype from the public fallback), else {}."""
+    dtype = fused.cudnn_lse_dtype()
+    return {} if dtype is None else {"cudnn_lse_dtype": dtype}
 
 
 def make_eval_step(
