@@ -194,7 +194,7 @@ def sink_index(
 
 def sink_visible(
     sink_idx_BxT: jax.Array,
-    segment_ids_BxT: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
     *,
     global_first_key: bool = False,
     window: int | jax.Array | None = None,
@@ -207,9 +207,9 @@ def sink_visible(
     """
     t_1xT = jnp.arange(sink_idx_BxT.shape[1], dtype=jnp.int32)[None]
     visible_BxT = jnp.ones(sink_idx_BxT.shape, bool)
-    if segment_ids_BxT is not None:
-        seg_sink_BxT = jnp.take_along_axis(segment_ids_BxT, sink_idx_BxT, axis=1)
-        visible_BxT = seg_sink_BxT == segment_ids_BxT
+    if segment_ids is not None:
+        seg_sink_BxT = jnp.take_along_axis(segment_ids, sink_idx_BxT, axis=1)
+        visible_BxT = seg_sink_BxT == segment_ids
     if window is not None:
         visible_BxT = visible_BxT & (t_1xT - sink_idx_BxT < window)
     if global_first_key:
