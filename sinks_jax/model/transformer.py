@@ -8,6 +8,8 @@ to return in `aux` (all under stop_gradient; none of them changes the logits):
 
     "attn_probs"   [L, B, H, T, T]  full maps (attention="xla" only)
     "sink_attn"    [L, B, H, T]     attention of each query to its sink key, from the LSE
+                                    (exactly 0 where the query cannot see it: another
+                                    document, or past a local layer's window; sink_query_mask)
     "lse"          [L, B, H, T]     natural-log log-sum-exp of the scaled scores
     "hidden"       [L+1, B, T, D]   residual stream: embeddings, then after each layer (the
                                     last entry is before the final norm)
