@@ -241,6 +241,20 @@ def test_compile_time_does_not_grow_with_depth():
     assert deep < 3 * shallow + 1.0, (shallow, deep)
 
 
+def test_local_global_pattern_lowers_to_one_scanned_body():
+    """Gemma 3's 5:1 pattern over 50 layers (not a multiple of 6) lowers to the same program
+    as over 6 layers: one scanned body, whatever the depth and the pattern."""
+
+    def dot_count(layers):
+        types = tuple("global" if (i + 1) % 6 == 0 else "local" for i in range(layers))
+        model = make(num_layers=layers, sliding_window=4, layer_types=types)
+        graphdef, params = nnx.split(model)
+        fn = jax.jit(lambda p, t: forward(graphdef, p, t, collect=("sink_attn",))[0])
+        return fn.lower(params, tokens()).as_text().count("dot_general")
+
+    assert dot_count(6) == dot_count(50)
+
+
 @pytest.mark.parametrize("backend", ["xla", "blockwise"])
 def test_received_attention_equals_column_sums(backend):
     tok = tokens()
