@@ -107,6 +107,17 @@ def rope_inverse_frequencies(cfg: ModelConfig, local: bool = False) -> jax.Array
     raise ValueError(f"rope_scaling type {kind!r} is not supported; supported: 'linear', 'llama3'.")
 
 
+def layer_inv_freq(cfg: ModelConfig, local) -> jax.Array | None:
+    """A layer's RoPE inverse frequencies (None without RoPE); `local` is a bool or a traced
+    per-layer flag (then a select between the local and the global frequencies)."""
+    if cfg.position_type != "rope":
+        return None
+    if isinstance(local, bool):
+        return rope_inverse_frequencies(cfg, local)
+    local_freqs, global_freqs = rope_inverse_frequencies(cfg, True), rope_inverse_frequencies(cfg)
+    return jnp.where(local, local_freqs, global_freqs)
+
+
 def apply_rope(x_BxTxHxD: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Array) -> jax.Array:
     """Rotary embedding in the half-split layout: pairs (x[i], x[i + D/2]) rotate together."""
     angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
@@ -450,8 +461,6 @@ class Transformer(nnx.Module):
         sink_idx = attention_lib.sink_index(
             segment_ids, T, B, per_segment=cfg.sink_key == "segment"
         )
-        rope = cfg.position_type == "rope"
-        inv_freq = {b: rope_inverse_frequencies(cfg, b) if rope else None for b in (False, True)}
         graphdef, layer_state = nnx.split(self.layers)
         # Local/global per layer: a static bool when all layers agree, else a scanned flag.
         mixed = len(set(cfg.local_layers)) > 1
@@ -460,10 +469,8 @@ class Transformer(nnx.Module):
         def layer_step(x, xs):
             state, local = xs
             layer = nnx.merge(graphdef, state)
-            if not mixed:
-                local, freqs = cfg.local_layers[0], inv_freq[cfg.local_layers[0]]
-            else:
-                freqs = None if not rope else jnp.where(local, inv_freq[True], inv_freq[False])
+            local = local if mixed else cfg.local_layers[0]
+            freqs = layer_inv_freq(cfg, local)
             y, stats = layer(x, positions, segment_ids, sink_idx, freqs, local, collect)
             return y, (stats, y if keep_hidden else None)
 
