@@ -38,9 +38,8 @@ from sinks_jax import analysis, plots
 from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.data import tokenizers
 from sinks_jax.model import ModelConfig, Transformer
-from sinks_jax.model import attention as attention_lib
 from sinks_jax.model import fused
-from sinks_jax.model.transformer import rope_inverse_frequencies
+from sinks_jax.model.transformer import layer_inv_freq
 from sinks_jax.progress import progress
 
 # --------------------------------------------------------------------------- arguments
@@ -397,23 +396,20 @@ def received_attention_model(
     cfg = model.config
     B, T = valid_BxT.shape
     positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-    scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_size**-0.5
-    attend = functools.partial(
-        attention_lib.attention,
-        backend=cfg.attention,
-        scale=scale,
-        global_first_key=cfg.global_first_key,
-        block_size=cfg.block_size,
-    )
-    inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
     graphdef, layer_state = nnx.split(model.layers)
 
     def per_layer(args):
-        x_BxTxD, state = args
-        q, k, v = nnx.merge(graphdef, state).qkv(x_BxTxD, positions, inv_freq)
+        x_BxTxD, state, local = args  # local: the layer's sliding-window flag.
+        layer = nnx.merge(graphdef, state)
+        q, k, v = layer.qkv(x_BxTxD, positions, layer_inv_freq(cfg, local))
+
+        def attend(q, k, v):  # the layer's own attention (window, soft-cap, backend).
+            return layer.attend(q, k, v, None, local)
+
         return analysis.received_attention_from_qkv(q, k, v, attend, valid_BxT)
 
-    return jax.lax.map(per_layer, (hidden_Lp1xBxTxD[:-1], layer_state))
+    local_L = jnp.asarray(cfg.local_layers)
+    return jax.lax.map(per_layer, (hidden_Lp1xBxTxD[:-1], layer_state, local_L))
 
 
 # --------------------------------------------------------------------------- loss and long context

@@ -9,6 +9,14 @@ checkpoint's special tokens. Supported `model_type`s:
     mistral  as llama (sliding-window attention is not modelled: exact for T <= window)
     qwen2    as llama with q/k/v biases
     gemma    Gemma 1: RMSNorm with (1 + w), sqrt(d_model) embedding scale, GeGLU, tied output
+    gemma2   as gemma, plus local sliding-window layers alternating with global ones,
+             post-attention/post-MLP norms, query_pre_attn_scalar, attention-logit and
+             final-logit soft-capping (backends xla and blockwise)
+    gemma3_text  Gemma 3 (Gemma3ForCausalLM): as gemma2 without soft-capping, with per-head
+             q/k norms and a RoPE base per layer type (local rope_local_base_freq, global
+             rope_theta with rope scaling); `layer_types` or `sliding_window_pattern`
+    gemma3   the language model of Gemma3ForConditionalGeneration (its `text_config`; the
+             vision tower's weights are skipped)
     gpt2     learned positions, LayerNorm, GELU (tanh), biases, Conv1D ([in, out]) weights
 
 Weights are read straight from the safetensors files through memory maps (every dtype,
@@ -42,7 +50,39 @@ from sinks_jax import progress as progress_lib
 from sinks_jax.data.tokenizers import HFTokenizer
 from sinks_jax.model import ModelConfig, Transformer
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "gemma", "gpt2")
+SUPPORTED_MODEL_TYPES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+    "gpt2",
+)
+
+# Gemma3TextConfig's defaults for the fields that shape the network: Gemma 3 checkpoints
+# (notably the text_config of the multimodal ones) store only the fields that differ.
+GEMMA3_TEXT_DEFAULTS: dict[str, Any] = {
+    "vocab_size": 262208,
+    "hidden_size": 2304,
+    "intermediate_size": 9216,
+    "num_hidden_layers": 26,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "head_dim": 256,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-6,
+    "query_pre_attn_scalar": 256,
+    "sliding_window": 4096,
+    "sliding_window_pattern": 6,
+    "rope_theta": 1_000_000.0,
+    "rope_local_base_freq": 10_000.0,
+    "tie_word_embeddings": True,
+    "attn_logit_softcapping": None,
+    "final_logit_softcapping": None,
+}
 
 # Llama-3.1-8B's config.json (the fields that shape the network), for random-weight runs.
 LLAMA_3_1_8B: dict[str, Any] = {
@@ -148,6 +188,68 @@ def _warn_sliding_window(d: dict[str, Any]) -> None:
         )
 
 
+def _layer_types(d: dict[str, Any], default_pattern: int) -> tuple[str, ...]:
+    """Per-layer "local"/"global" from `layer_types`, else from `sliding_window_pattern` (every
+    pattern-th layer global, the others local; Gemma 2: 2, Gemma 3: 6)."""
+    n = d["num_hidden_layers"]
+    names = {"sliding_attention": "local", "full_attention": "global"}
+    if d.get("layer_types"):
+        bad = sorted(set(d["layer_types"]) - set(names))
+        if bad:
+            raise ValueError(f"layer_types {bad} are not supported; supported: {sorted(names)}.")
+        return tuple(names[t] for t in d["layer_types"])
+    pattern = int(d.get("sliding_window_pattern", default_pattern))
+    return tuple("local" if (i + 1) % pattern else "global" for i in range(n))
+
+
+def _gemma3_rope(d: dict[str, Any]) -> dict[str, Any]:
+    """Gemma 3's RoPE per layer type: global (rope_theta, rope scaling) and local (base only),
+    from either `rope_parameters` keyed by layer type or the legacy flat keys."""
+    params = d.get("rope_parameters") or {}
+    if "full_attention" in params or "sliding_attention" in params:
+        full = {"rope_theta": GEMMA3_TEXT_DEFAULTS["rope_theta"]}
+        full.update(params.get("full_attention") or {})
+        local = {"rope_theta": GEMMA3_TEXT_DEFAULTS["rope_local_base_freq"]}
+        local.update(params.get("sliding_attention") or {})
+        theta, scaling = _rope({"rope_parameters": full})
+        local_theta, local_scaling = _rope({"rope_parameters": local})
+    else:
+        theta, scaling = _rope(d)
+        local_theta, local_scaling = float(d["rope_local_base_freq"]), None
+    if local_scaling is not None:
+        raise ValueError(
+            f"gemma3_text: rope scaling of the local layers {local_scaling} is not supported "
+            "(only the global layers' RoPE may be scaled)."
+        )
+    return {"rope_theta": theta, "rope_scaling": scaling, "rope_local_theta": local_theta}
+
+
+def _gemma2_3_fields(d: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """The fields of Gemma 2 and 3 beyond Gemma 1's: local layers, post-norms, query scale,
+    soft-capping (Gemma 2), q/k norms and per-type RoPE (Gemma 3)."""
+    if d.get("use_bidirectional_attention"):
+        raise ValueError(
+            f"{model_type}: use_bidirectional_attention=True (non-causal attention) is not "
+            "supported; the model is a causal decoder."
+        )
+    gemma3 = model_type == "gemma3_text"
+    window = d.get("sliding_window", 4096)
+    fields = {
+        "norm_scale_offset": 1.0,
+        "embedding_scale": math.sqrt(d["hidden_size"]),
+        "post_norms": True,
+        "qk_norm": gemma3,
+        "query_scale": float(d.get("query_pre_attn_scalar", 256)) ** -0.5,
+        "attn_logit_softcap": d.get("attn_logit_softcapping", None if gemma3 else 50.0),
+        "final_logit_softcap": d.get("final_logit_softcapping", None if gemma3 else 30.0),
+        "sliding_window": window,
+        "layer_types": _layer_types(d, 6 if gemma3 else 2) if window else None,
+    }
+    if gemma3:
+        fields.update(_gemma3_rope(d))
+    return fields
+
+
 def config_from_hf_dict(
     d: dict[str, Any], *, dtype: str | None = None, attention: str = "xla", **overrides: Any
 ) -> ModelConfig:
@@ -158,14 +260,25 @@ def config_from_hf_dict(
     Raises ValueError naming the unsupported model type or feature.
     """
     model_type = d.get("model_type")
+    if model_type == "gemma3":  # Gemma3ForConditionalGeneration: its language model.
+        if not isinstance(d.get("text_config"), dict):
+            raise ValueError(
+                "gemma3: config.json has no text_config; expected a Gemma 3 multimodal config "
+                "(or use model_type 'gemma3_text')."
+            )
+        text = {"tie_word_embeddings": d.get("tie_word_embeddings", True), **d["text_config"]}
+        text["model_type"] = "gemma3_text"
+        return config_from_hf_dict(text, dtype=dtype, attention=attention, **overrides)
+    if model_type == "gemma3_text":
+        d = {**GEMMA3_TEXT_DEFAULTS, **d}
     dtype = dtype or "float32"
     common: dict[str, Any] = {"dtype": dtype, "param_dtype": dtype, "attention": attention}
-    if model_type in ("llama", "mistral", "qwen2", "gemma"):
+    if model_type in ("llama", "mistral", "qwen2", "gemma", "gemma2", "gemma3_text"):
         if model_type == "llama" and d.get("mlp_bias"):
             raise ValueError("llama: mlp_bias=True (a bias on gate_proj) is not supported.")
         if model_type in ("mistral", "qwen2"):
             _warn_sliding_window(d)
-        theta, scaling = _rope(d)
+        theta, scaling = (None, None) if model_type == "gemma3_text" else _rope(d)
         heads = d["num_attention_heads"]
         act = d.get("hidden_activation") or d.get("hidden_act")
         fields = {
@@ -179,7 +292,7 @@ def config_from_hf_dict(
             "rope_theta": theta,
             "rope_scaling": scaling,
             "norm_eps": float(d.get("rms_norm_eps", 1e-6)),
-            "tie_embeddings": bool(d.get("tie_word_embeddings", model_type == "gemma")),
+            "tie_embeddings": bool(d.get("tie_word_embeddings", model_type.startswith("gemma"))),
             "activation": _activation(act, model_type),
             "max_position_embeddings": int(d.get("max_position_embeddings", 8192)),
             "qkv_bias": model_type == "qwen2" or bool(d.get("attention_bias", False)),
@@ -187,6 +300,8 @@ def config_from_hf_dict(
         }
         if model_type == "gemma":
             fields.update(norm_scale_offset=1.0, embedding_scale=math.sqrt(d["hidden_size"]))
+        if model_type in ("gemma2", "gemma3_text"):
+            fields.update(_gemma2_3_fields(d, model_type))
     elif model_type == "gpt2":
         if d.get("scale_attn_by_inverse_layer_idx"):
             raise ValueError("gpt2: scale_attn_by_inverse_layer_idx=True is not supported.")
@@ -209,14 +324,6 @@ def config_from_hf_dict(
             "tie_embeddings": bool(d.get("tie_word_embeddings", True)),
             "query_scale": None if d.get("scale_attn_weights", True) else 1.0,
         }
-    elif model_type in ("gemma2", "gemma3", "gemma3_text"):
-        raise ValueError(
-            f"model_type {model_type!r} is not supported: it needs attention-logit soft-capping "
-            f"(attn_logit_softcapping={d.get('attn_logit_softcapping')}), final-logit "
-            f"soft-capping, alternating sliding-window/global layers and post-attention/"
-            f"post-feedforward norms, which the model does not implement. Supported model "
-            f"types: {SUPPORTED_MODEL_TYPES}."
-        )
     else:
         raise ValueError(
             f"model_type {model_type!r} (architectures {d.get('architectures')}) is not "
@@ -317,6 +424,26 @@ def _llama_plan(cfg: ModelConfig, p: str) -> Plan:
         plan[("layers", "bv")] = (True, (a + "v_proj.bias",), lambda b: b.reshape(K, hd))
     if cfg.out_bias:
         plan[("layers", "bo")] = (True, (a + "o_proj.bias",), np.asarray)
+    if cfg.post_norms:  # Gemma 2/3: post_attention_layernorm normalises the attention output.
+        b = p + "layers.{i}."
+        plan[("layers", "mlp_norm", "scale")] = (
+            True,
+            (b + "pre_feedforward_layernorm.weight",),
+            np.asarray,
+        )
+        plan[("layers", "post_attn_norm", "scale")] = (
+            True,
+            (b + "post_attention_layernorm.weight",),
+            np.asarray,
+        )
+        plan[("layers", "post_mlp_norm", "scale")] = (
+            True,
+            (b + "post_feedforward_layernorm.weight",),
+            np.asarray,
+        )
+    if cfg.qk_norm:
+        plan[("layers", "q_norm", "scale")] = (True, (a + "q_norm.weight",), np.asarray)
+        plan[("layers", "k_norm", "scale")] = (True, (a + "k_norm.weight",), np.asarray)
     if not cfg.tie_embeddings:
         plan[("lm_head",)] = (False, ("lm_head.weight",), _t)
     return plan
@@ -359,13 +486,18 @@ def _ignorable(name: str) -> bool:
     return name.endswith(("rotary_emb.inv_freq", "attn.bias", "attn.masked_bias"))
 
 
+# Where a checkpoint keeps its decoder: multimodal Gemma 3 under model.language_model.
+# (transformers 5) or language_model.model. (4.x), text-only models under model. or nothing.
+_LM_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
+
+
 def weight_plan(cfg: ModelConfig, model_type: str, names: list[str]) -> Plan:
     """The conversion plan for a checkpoint; raises ValueError naming missing/unexpected weights."""
     if model_type == "gpt2":
         prefix = "transformer." if "transformer.wte.weight" in names else ""
         plan = _gpt2_plan(cfg, prefix)
     else:
-        prefix = "model." if "model.embed_tokens.weight" in names else ""
+        prefix = next((p for p in _LM_PREFIXES if p + "embed_tokens.weight" in names), "")
         plan = _llama_plan(cfg, prefix)
     wanted = {
         n.format(i=i)
@@ -376,6 +508,8 @@ def weight_plan(cfg: ModelConfig, model_type: str, names: list[str]) -> Plan:
     have = set(names)
     missing = sorted(wanted - have)
     unexpected = sorted(n for n in have - wanted if not _ignorable(n))
+    if model_type == "gemma3":  # the vision tower, its projector and a copy of the tied head.
+        unexpected = [n for n in unexpected if n.startswith(prefix)]
     if cfg.tie_embeddings and "lm_head.weight" in unexpected:
         unexpected.remove("lm_head.weight")  # some tied checkpoints store the copy too.
     if missing or unexpected:

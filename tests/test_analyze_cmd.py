@@ -15,7 +15,7 @@ from sinks_jax.model import ModelConfig, Transformer
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def tiny_model(attention="xla", seed=0):
+def tiny_model(attention="xla", seed=0, **knobs):
     cfg = ModelConfig(
         vocab_size=259,
         num_layers=2,
@@ -24,6 +24,7 @@ def tiny_model(attention="xla", seed=0):
         num_kv_heads=2,
         d_ff=64,
         attention=attention,
+        **knobs,
     )
     return Transformer(cfg, rngs=nnx.Rngs(seed))
 
@@ -130,9 +131,16 @@ def test_padding_is_excluded_from_sink_scores():
     assert kept == [0]
 
 
-@pytest.mark.parametrize("backend", ["xla", "blockwise"])
-def test_received_attention_model_matches_column_sums(backend):
-    model = tiny_model(attention=backend, seed=1)
+LOCAL_THEN_GLOBAL = dict(
+    sliding_window=5, layer_types=("local", "global"), rope_local_theta=10.0, qk_norm=True
+)
+
+
+@pytest.mark.parametrize(
+    "backend,knobs", [("xla", {}), ("blockwise", {}), ("blockwise", LOCAL_THEN_GLOBAL)]
+)
+def test_received_attention_model_matches_column_sums(backend, knobs):
+    model = tiny_model(attention=backend, seed=1, **knobs)
     tokens = jnp.asarray(np.random.default_rng(1).integers(3, 259, size=(2, 16)), jnp.int32)
     valid = jnp.ones((2, 16), jnp.float32)
     _, aux = model(tokens, collect=("hidden",))

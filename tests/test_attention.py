@@ -9,7 +9,9 @@ import jax.numpy as jnp
 from sinks_jax.model import attention as attn
 
 
-def numpy_attention(q, k, v, scale, segment_ids=None, global_first_key=False):
+def numpy_attention(
+    q, k, v, scale, segment_ids=None, global_first_key=False, window=None, softcap=None
+):
     """Brute force, float64, loops over heads: out [B,T,H,D], lse [B,H,T], probs [B,H,T,T]."""
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     B, T, H, D = q.shape
@@ -24,9 +26,12 @@ def numpy_attention(q, k, v, scale, segment_ids=None, global_first_key=False):
                 allowed = []
                 for j in range(i + 1):
                     same = segment_ids is None or segment_ids[b, i] == segment_ids[b, j]
-                    if same or (global_first_key and j == 0):
+                    near = window is None or i - j < window
+                    if (same and near) or (global_first_key and j == 0):
                         allowed.append(j)
                 s = np.array([scale * q[b, i, h] @ k[b, j, kh] for j in allowed])
+                if softcap is not None:
+                    s = softcap * np.tanh(s / softcap)
                 m = s.max()
                 lse[b, h, i] = m + np.log(np.exp(s - m).sum())
                 p = np.exp(s - lse[b, h, i])
@@ -105,20 +110,60 @@ def test_global_first_key_keeps_key_zero_visible():
     np.testing.assert_allclose(p, ref, atol=1e-6)
 
 
+@pytest.mark.parametrize("window,softcap", [(3, None), (6, 2.0), (1, None)])
+@pytest.mark.parametrize("segments,gfk", [(False, False), (True, False), (True, True)])
+def test_xla_window_and_softcap_match_numpy(window, softcap, segments, gfk):
+    B, T, H, K, D = 2, 11, 4, 2, 8
+    q, k, v = random_qkv(2, B, T, H, K, D)
+    seg = random_segments(np.random.default_rng(3), B, T) if segments else None
+    res = attn.attention(
+        q,
+        k,
+        v,
+        backend="xla",
+        scale=0.5,
+        segment_ids=None if seg is None else jnp.asarray(seg),
+        global_first_key=gfk,
+        window=window,
+        softcap=softcap,
+        return_probs=True,
+    )
+    out, lse, probs = numpy_attention(q, k, v, 0.5, seg, gfk, window, softcap)
+    np.testing.assert_allclose(res.out_BxTxHxD, out, atol=1e-5)
+    np.testing.assert_allclose(res.lse_BxHxT, lse, atol=1e-5)
+    np.testing.assert_allclose(res.probs_BxHxTxT, probs, atol=1e-6)
+    # The sink statistics: exact column of the map, 0 exactly where the sink is hidden.
+    for per_segment in (False, True):
+        sink = attn.sink_index(None if seg is None else jnp.asarray(seg), T, B, per_segment)
+        kw = dict(segment_ids=None if seg is None else jnp.asarray(seg), global_first_key=gfk)
+        got = attn.sink_attention(
+            q, k, res.lse_BxHxT, sink, scale=0.5, window=window, softcap=softcap, **kw
+        )
+        sink_np = np.asarray(sink)
+        col = np.take_along_axis(probs, sink_np[:, None, :, None], axis=-1)[..., 0]
+        np.testing.assert_allclose(got, col, atol=1e-6)
+        seen = attn.sink_visible(sink, window=window, **kw)
+        np.testing.assert_array_equal(np.asarray(seen)[:, None].repeat(H, 1), col > 0)
+
+
 @pytest.mark.parametrize(
-    "T,block,H,K,segments,gfk",
+    "T,block,H,K,segments,gfk,window,softcap",
     [
-        (16, 4, 4, 4, False, False),
-        (23, 8, 4, 2, True, False),  # T not a multiple of the block, GQA, segments
-        (19, 5, 6, 1, True, True),  # MQA, key 0 global
-        (7, 16, 2, 1, False, False),  # block larger than T
+        (16, 4, 4, 4, False, False, None, None),
+        (23, 8, 4, 2, True, False, None, None),  # T not a multiple of the block, GQA, segments
+        (19, 5, 6, 1, True, True, None, None),  # MQA, key 0 global
+        (7, 16, 2, 1, False, False, None, None),  # block larger than T
+        (29, 4, 4, 2, True, False, 6, None),  # window: key blocks skipped
+        (26, 4, 2, 1, True, True, 5, None),  # window with key 0 global: block 0 kept
+        (21, 8, 4, 4, False, False, 9, 3.0),  # window across block edges, soft-capped
+        (13, 4, 2, 2, False, True, 1, 1.5),  # window of one key: only the diagonal (and key 0)
     ],
 )
-def test_blockwise_matches_xla(T, block, H, K, segments, gfk):
+def test_blockwise_matches_xla(T, block, H, K, segments, gfk, window, softcap):
     B, D = 2, 8
     q, k, v = random_qkv(T, B, T, H, K, D)
     seg = jnp.asarray(random_segments(np.random.default_rng(T), B, T)) if segments else None
-    kw = dict(scale=D**-0.5, segment_ids=seg, global_first_key=gfk)
+    kw = dict(scale=D**-0.5, segment_ids=seg, global_first_key=gfk, window=window, softcap=softcap)
     ref = attn.attention(q, k, v, backend="xla", **kw)
     got = attn.attention(q, k, v, backend="blockwise", block_size=block, **kw)
     np.testing.assert_allclose(got.out_BxTxHxD, ref.out_BxTxHxD, atol=1e-5)
@@ -172,3 +217,9 @@ def test_bad_inputs_raise_clear_errors():
         attn.attention(q, k, v, backend="nope")
     with pytest.raises(ValueError, match="segment ids"):
         attn.attention(q, k, v, backend="cudnn", segment_ids=jnp.ones((1, 4), jnp.int32))
+    with pytest.raises(ValueError, match="window=0"):
+        attn.attention(q, k, v, window=0)
+    with pytest.raises(ValueError, match="soft-cap"):
+        attn.attention(q, k, v, backend="cudnn", softcap=50.0)
+    with pytest.raises(ValueError, match="sliding window"):
+        attn.attention(q, k, v, backend="pallas", window=4)

@@ -22,6 +22,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from sinks_jax import hf
+from sinks_jax.model import sink_query_mask
 
 T = 64  # long enough, with a small rope_theta, for every RoPE frequency to turn.
 LOGITS_TOL, HIDDEN_TOL, PROBS_TOL = 1e-4, 1e-4, 1e-5
@@ -84,7 +85,7 @@ def _compare(tmp_path, hf_model, layers, vocab: int, seed: int = 0, shard: str |
     assert diffs["logits"] < LOGITS_TOL, diffs
     assert diffs["hidden"] < HIDDEN_TOL * hidden_scale, (diffs, hidden_scale)
     assert diffs["probs"] < PROBS_TOL, diffs
-    return {"model": model, "ids": ids, "ref_logits": ref_logits}
+    return {"model": model, "ids": ids, "ref_logits": ref_logits, "ref_probs": ref_probs}
 
 
 def _llama(tie: bool, kv_heads: int, **kw):
@@ -204,6 +205,151 @@ def test_gemma(tmp_path):
     assert c.tie_embeddings and c.activation == "gelu_tanh" and c.norm_scale_offset == 1.0
 
 
+GEMMA3_LAYERS = ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]
+
+
+def _gemma3():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(
+        vocab_size=79,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=24,  # != head_dim: the query scale is 24 ** -0.5.
+        sliding_window=8,  # < T = 64: local layers see 8 keys.
+        layer_types=GEMMA3_LAYERS,
+        rope_parameters={  # small bases so that every frequency turns within T.
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10.0},
+            "full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 100.0},
+        },
+    )
+    m = Gemma3ForCausalLM(cfg)
+    _randomize(m, 5, 32, norm_base=0.0)  # (1 + w) norms, q/k norms included.
+    return m
+
+
+def test_gemma3_local_and_global_layers(tmp_path):
+    m = _gemma3()
+    out = _compare(tmp_path, m, m.model.layers, 79)
+    model, ids, ref_probs = out["model"], out["ids"], out["ref_probs"]
+    c = model.config
+    assert c.local_layers == (True, True, False, True) and c.sliding_window == 8
+    assert c.qk_norm and c.post_norms and c.rope_local_theta == 10.0
+    assert c.rope_theta == 100.0 and c.rope_scaling_dict == {"rope_type": "linear", "factor": 2.0}
+    # Sink statistics under the window, against transformers' own maps: the first-token column,
+    # and which queries can see key 0 at all (in local layers, the first 8).
+    _, aux = model(jnp.asarray(ids), collect=("sink_attn",))
+    np.testing.assert_allclose(aux["sink_attn"], ref_probs[..., 0], atol=PROBS_TOL)
+    seen_LxBxT = np.asarray(sink_query_mask(c, T))
+    seen_LxBxHxT = np.broadcast_to(seen_LxBxT[:, :, None], ref_probs.shape[:-1])
+    np.testing.assert_array_equal(seen_LxBxHxT, ref_probs[..., 0] > 0)
+    assert seen_LxBxT[0, 0].sum() == 8 and seen_LxBxT[2, 0].all()
+    # The blockwise backend (key blocks outside the window skipped) on the same checkpoint.
+    bw, _ = hf.load(str(tmp_path), attention="blockwise", block_size=16, progress=False)
+    logits_bw, _ = bw(jnp.asarray(ids))
+    assert np.abs(np.asarray(logits_bw) - out["ref_logits"]).max() < LOGITS_TOL
+
+
+def test_gemma2_soft_capping(tmp_path):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    cfg = Gemma2Config(
+        vocab_size=73,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=20,
+        sliding_window=6,
+        rope_theta=100.0,
+        attn_logit_softcapping=3.0,  # small caps: both change the results.
+        final_logit_softcapping=2.0,
+    )
+    m = Gemma2ForCausalLM(cfg)
+    _randomize(m, 6, 32, norm_base=0.0)
+    out = _compare(tmp_path, m, m.model.layers, 73)
+    c = out["model"].config
+    assert c.local_layers == (True, False, True) and not c.qk_norm and c.rope_local_theta is None
+    assert (c.attn_logit_softcap, c.final_logit_softcap) == (3.0, 2.0)
+    with pytest.raises(ValueError, match="soft-cap"):
+        hf.load(str(tmp_path), attention="cudnn", progress=False)
+
+
+def test_gemma3_config_layouts_match_transformers():
+    """Legacy keys (sliding_window_pattern, rope_local_base_freq, rope_scaling) and the sparse
+    text_config of multimodal checkpoints give the network transformers builds."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    legacy = dict(
+        vocab_size=79,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=8,
+        sliding_window_pattern=3,
+        rope_theta=100.0,
+        rope_local_base_freq=10.0,
+        rope_scaling={"rope_type": "linear", "factor": 2.0},
+    )
+    ref = Gemma3TextConfig(**legacy)
+    c = hf.config_from_hf_dict({"model_type": "gemma3_text", **legacy})
+    want = tuple({"sliding_attention": True, "full_attention": False}[t] for t in ref.layer_types)
+    assert c.local_layers == want and want.count(False) == 2
+    assert c.rope_local_theta == ref.rope_parameters["sliding_attention"]["rope_theta"]
+    assert c.rope_theta == ref.rope_parameters["full_attention"]["rope_theta"]
+    assert c.rope_scaling_dict["factor"] == ref.rope_parameters["full_attention"]["factor"]
+    assert math.isclose(c.query_scale, ref.query_pre_attn_scalar**-0.5)
+    # Gemma 3 4B's text_config lists only what differs from Gemma3TextConfig's defaults.
+    text = dict(
+        hidden_size=2560,
+        intermediate_size=10240,
+        num_hidden_layers=34,
+        sliding_window=1024,
+        rope_scaling={"factor": 8.0, "rope_type": "linear"},
+    )
+    mm = {"model_type": "gemma3", "text_config": text, "vision_config": {"hidden_size": 1152}}
+    c = hf.config_from_hf_dict(mm)
+    with torch.device("meta"):
+        ref_model = Gemma3ForCausalLM(Gemma3TextConfig(**text))
+    n_ref = sum(p.numel() for n, p in ref_model.named_parameters() if n != "lm_head.weight")
+    assert c.param_count() == n_ref  # tied head: counted once.
+    assert c.local_layers == tuple(t == "sliding_attention" for t in ref_model.config.layer_types)
+    assert (c.num_heads, c.kv_heads, c.head_size, c.vocab_size) == (8, 4, 256, 262208)
+
+
+def test_gemma3_multimodal_checkpoint_loads_its_language_model(tmp_path):
+    """Gemma3ForConditionalGeneration files: decoder under model.language_model., plus a vision
+    tower and projector that are skipped."""
+    from safetensors.numpy import load_file
+
+    m = _gemma3()
+    m.save_pretrained(tmp_path)
+    with open(tmp_path / "config.json") as f:
+        text_config = json.load(f)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    tensors = {"model.language_model." + k.removeprefix("model."): v for k, v in tensors.items()}
+    tensors["model.vision_tower.vision_model.embeddings.patch_embedding.weight"] = np.ones(3)
+    tensors["model.multi_modal_projector.mm_input_projection_weight"] = np.ones((2, 2))
+    _write_safetensors(tmp_path, tensors)
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump({"model_type": "gemma3", "text_config": text_config, "vision_config": {}}, f)
+    model, _ = hf.load(str(tmp_path), progress=False)
+    ids = np.random.RandomState(0).randint(0, 79, (1, 16))
+    with torch.no_grad():
+        ref = m(torch.tensor(ids)).logits.numpy()
+    logits, _ = model(jnp.asarray(ids))
+    assert np.abs(np.asarray(logits) - ref).max() < LOGITS_TOL
+
+
 def test_gpt2(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -264,8 +410,10 @@ def test_missing_and_unexpected_weights_are_named(tmp_path):
 def test_unsupported_architectures_are_named(tmp_path):
     with pytest.raises(ValueError, match="'bert'.*supported model types"):
         hf.config_from_hf_dict({"model_type": "bert", "architectures": ["BertModel"]})
-    with pytest.raises(ValueError, match="gemma2.*soft-capping"):
-        hf.config_from_hf_dict({"model_type": "gemma2", "attn_logit_softcapping": 50.0})
+    with pytest.raises(ValueError, match="use_bidirectional_attention"):
+        hf.config_from_hf_dict({"model_type": "gemma3_text", "use_bidirectional_attention": True})
+    with pytest.raises(ValueError, match="text_config"):
+        hf.config_from_hf_dict({"model_type": "gemma3"})
     with pytest.raises(ValueError, match="rope_type 'yarn'"):
         hf.config_from_hf_dict(
             {**hf.LLAMA_3_1_8B, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}

@@ -1,5 +1,6 @@
 """The decoder: config validation, shapes, causality, segment isolation, statistics, scan."""
 
+import json
 import time
 
 import numpy as np
@@ -9,9 +10,21 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sinks_jax.model import COLLECTABLE, ModelConfig, Transformer, forward
+from sinks_jax.model import COLLECTABLE, ModelConfig, Transformer, forward, sink_query_mask
 
 TINY = dict(vocab_size=97, num_layers=3, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64)
+# Gemma 2/3 knobs: local layers 0 and 2 (window 5), their own RoPE base, q/k norms, post-norms,
+# soft-capped scores and logits.
+GEMMA_LIKE = dict(
+    sliding_window=5,
+    layer_types=("local", "global", "local"),
+    rope_local_theta=10.0,
+    qk_norm=True,
+    post_norms=True,
+    norm_scale_offset=1.0,
+    attn_logit_softcap=4.0,
+    final_logit_softcap=10.0,
+)
 
 
 def make(**overrides):
@@ -33,6 +46,12 @@ def tokens(B=2, T=16, seed=1):
         (dict(num_layers=0), "num_layers=0"),
         (dict(head_dim=7), "even for RoPE"),
         (dict(sink_key="bos"), "sink_key='bos'"),
+        (dict(sliding_window=4, attention="pallas"), "'pallas' has no sliding window"),
+        (dict(sliding_window=0), "sliding_window=0"),
+        (dict(layer_types=("local",), sliding_window=4), "1 entries for num_layers=3"),
+        (dict(layer_types=("local", "global", "local")), "sliding_window=None"),
+        (dict(layer_types=("local", "global", "full"), sliding_window=4), "'full'"),
+        (dict(attn_logit_softcap=50.0, attention="cudnn"), "soft-cap"),
     ],
 )
 def test_config_errors_name_the_bad_value(bad, match):
@@ -48,6 +67,16 @@ def test_config_roundtrip_and_param_count():
     assert n == cfg.param_count()
     with pytest.raises(ValueError, match="unknown fields"):
         ModelConfig.from_dict({**TINY, "n_layer": 3})
+
+
+def test_gemma_knobs_roundtrip_through_json_and_param_count():
+    cfg = ModelConfig(**TINY, **GEMMA_LIKE)
+    assert cfg.local_layers == (True, False, True)
+    assert ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert n == cfg.param_count()
+    assert ModelConfig(**TINY, sliding_window=4).local_layers == (True,) * 3  # Mistral-style
 
 
 def test_shapes_dtypes_and_collect():
@@ -212,6 +241,20 @@ def test_compile_time_does_not_grow_with_depth():
     assert deep < 3 * shallow + 1.0, (shallow, deep)
 
 
+def test_local_global_pattern_lowers_to_one_scanned_body():
+    """Gemma 3's 5:1 pattern over 26 layers (not a multiple of 6) lowers to the same program
+    as over 6 layers: one scanned body, whatever the depth and the pattern."""
+
+    def dot_count(layers):
+        types = tuple("global" if (i + 1) % 6 == 0 else "local" for i in range(layers))
+        cfg = ModelConfig(**{**TINY, "num_layers": layers}, sliding_window=4, layer_types=types)
+        graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+        fn = jax.jit(lambda p, t: forward(graphdef, p, t, collect=("sink_attn",))[0])
+        return fn.lower(params, tokens()).as_text().count("dot_general")
+
+    assert dot_count(6) == dot_count(26)
+
+
 @pytest.mark.parametrize("backend", ["xla", "blockwise"])
 def test_received_attention_equals_column_sums(backend):
     tok = tokens()
@@ -260,3 +303,49 @@ def test_output_head_gradients_match_plain_matmul():
     for a, b in zip(g_got, g_ref):  # bf16 rounding of the cotangent only
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         assert np.linalg.norm(a - b) <= 1e-2 * np.linalg.norm(b)
+
+
+def test_local_layers_blockwise_matches_xla_statistics_and_gradients():
+    tok = tokens(T=24)
+    seg = jnp.array([[1] * 10 + [2] * 14, [1] * 24])
+    xla_model = make(**GEMMA_LIKE)
+    bw_model = make(**GEMMA_LIKE, attention="blockwise", block_size=4)  # blocks skipped
+    collect = ("lse", "sink_attn", "hidden")  # received_attn: test_analyze_cmd, blockwise
+    a, aux_a = xla_model(tok, seg, collect=collect)
+    b, aux_b = bw_model(tok, seg, collect=collect)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    for name in collect:
+        np.testing.assert_allclose(aux_a[name], aux_b[name], atol=1e-5, err_msg=name)
+
+    def loss(model):
+        logits, _ = model(tok, seg)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    ga, gb = nnx.grad(loss)(xla_model), nnx.grad(loss)(bw_model)
+    for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+
+
+@pytest.mark.parametrize("sink_key", ["window", "segment"])
+def test_local_layers_sink_statistics_and_query_mask(sink_key):
+    T, W = 24, GEMMA_LIKE["sliding_window"]
+    tok = tokens(T=T)
+    seg = jnp.array([[1] * 10 + [2] * 14, [1] * T])
+    model = make(**GEMMA_LIKE, sink_key=sink_key)
+    _, aux = model(tok, seg, collect=("attn_probs", "sink_attn", "received_attn"))
+    probs = np.asarray(aux["attn_probs"])  # [L, B, H, T, T]
+    t = np.arange(T)
+    sink_BxT = np.where((t >= 10) & (sink_key == "segment"), 10, 0)[None].repeat(2, 0)
+    sink_BxT[1] = 0
+    column = np.take_along_axis(probs, sink_BxT[None, :, None, :, None], axis=-1)[..., 0]
+    np.testing.assert_allclose(aux["sink_attn"], column, atol=1e-6)
+    np.testing.assert_allclose(aux["received_attn"], probs.sum(axis=-2), atol=1e-5)
+    mask = np.asarray(sink_query_mask(model.config, T, seg))  # [L, B, T]
+    np.testing.assert_array_equal(np.broadcast_to(mask[:, :, None], column.shape), column > 0)
+    # By hand: local layers see the sink from the first W queries of its document only.
+    in_doc = (t < 10) | (sink_key == "segment")
+    first = np.where(t >= 10, t - 10, t) if sink_key == "segment" else t
+    np.testing.assert_array_equal(mask[0, 0], in_doc & (first < W))
+    np.testing.assert_array_equal(mask[1, 0], in_doc)
+    np.testing.assert_array_equal(mask[2, 1], t < W)
+    np.testing.assert_array_equal(mask[1, 1], np.ones(T, bool))

@@ -49,7 +49,8 @@ def sink_scores_from_column(
         the model's `collect=("sink_attn",)` returns it (any leading axes before `[B, H, T]`
         work when no mask is given).
       key: the position of that key; queries `i < key` are excluded.
-      query_mask_BxT: optional bool or 0/1 `[B, T]`: the queries that count, e.g. the real
+      query_mask_BxT: optional bool or 0/1 `[B, T]` (or `[L, B, T]`, one mask per layer, as
+        `sinks_jax.model.sink_query_mask` gives for local layers): the queries that count, e.g. the real
         (non-padding) queries that can see their sink key. Under intra-document masking the
         queries of other documents cannot see key 0; counting them would halve a perfect sink
         in the first of two equal documents.
@@ -61,8 +62,8 @@ def sink_scores_from_column(
     """
     col = sink_attn_LxBxHxT.astype(jnp.float32)
     counted = jnp.arange(col.shape[-1]) >= key  # [T]
-    if query_mask_BxT is not None:
-        counted = (counted & query_mask_BxT.astype(bool))[:, None, :]  # [B, 1, T]
+    if query_mask_BxT is not None:  # [B, T], or [L, B, T] (per layer: local windows)
+        counted = (counted & query_mask_BxT.astype(bool))[..., None, :]  # [(L,) B, 1, T]
     total = jnp.sum(jnp.where(counted, col, 0.0), axis=-1)
     return total / jnp.maximum(jnp.sum(counted, axis=-1), 1).astype(jnp.float32)
 

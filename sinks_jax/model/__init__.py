@@ -5,6 +5,6 @@ The attention entry point is `sinks_jax.model.attention.attention`.
 
 from sinks_jax.model import attention
 from sinks_jax.model.config import ModelConfig
-from sinks_jax.model.transformer import COLLECTABLE, Transformer, forward
+from sinks_jax.model.transformer import COLLECTABLE, Transformer, forward, sink_query_mask
 
-__all__ = ["ModelConfig", "Transformer", "forward", "attention", "COLLECTABLE"]
+__all__ = ["ModelConfig", "Transformer", "forward", "sink_query_mask", "attention", "COLLECTABLE"]

@@ -17,7 +17,14 @@ On TPU use `blockwise` (a splash-kernel backend is not wired in this version).
 
 Shapes: B batch, T tokens, H query heads, K kv heads (H % K == 0), D head dim.
 Masking: causal by window index; with `segment_ids` ([B, T] int32) a query sees only keys of
-its own segment; `global_first_key` additionally makes key 0 visible to every query.
+its own segment; `window` (local layers) limits query i to keys i - window < j <= i (itself
+and the window - 1 keys before it, as Hugging Face's sliding windows); `global_first_key`
+additionally makes key 0 visible to every query, past segments and windows alike.
+`softcap` replaces every scaled score s by softcap * tanh(s / softcap) (Gemma 2); the LSE is
+then that of the capped scores.
+
+Under a window the sink key may be hidden from a query: `sink_visible` says which queries see
+their sink key, `sink_attention` is 0 for the others (exactly their attention to it).
 """
 
 from __future__ import annotations
@@ -39,20 +46,27 @@ class AttentionOut(NamedTuple):
     probs_BxHxTxT: jax.Array | None  # float32 (xla backend only, when asked).
 
 
+def soft_cap(x: jax.Array, cap: float | None) -> jax.Array:
+    """cap * tanh(x / cap): Gemma 2's soft-capping of attention scores and logits (None: x)."""
+    return x if cap is None else cap * jnp.tanh(x / cap)
+
+
 def visible_mask(
     seq_len: int,
     segment_ids_BxT: jax.Array | None = None,
     global_first_key: bool = False,
+    window: int | None = None,
 ) -> jax.Array:
     """Boolean [B or 1, T, T] mask: True where query i may attend to key j."""
     idx = jnp.arange(seq_len)
-    causal_TxT = idx[None, :] <= idx[:, None]
-    if segment_ids_BxT is None:
-        return causal_TxT[None]
-    same_BxTxT = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
+    near_1xTxT = (idx[None, :] <= idx[:, None])[None]
+    if window is not None:
+        near_1xTxT = near_1xTxT & (idx[:, None] - idx[None, :] < window)[None]
+    if segment_ids_BxT is not None:
+        near_1xTxT = near_1xTxT & (segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :])
     if global_first_key:
-        same_BxTxT = same_BxTxT | (idx == 0)[None, None, :]
-    return causal_TxT[None] & same_BxTxT
+        near_1xTxT = near_1xTxT | (idx == 0)[None, None, :]
+    return near_1xTxT
 
 
 def xla_attention(
@@ -63,6 +77,8 @@ def xla_attention(
     scale,
     segment_ids=None,
     global_first_key=False,
+    window=None,
+    softcap=None,
     return_probs=False,
 ) -> AttentionOut:
     """Explicit attention: fp32 scores and softmax, T x T memory."""
@@ -73,7 +89,8 @@ def xla_attention(
         jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxD, k_BxTxKxD, preferred_element_type=jnp.float32)
         * scale
     )
-    mask_Bx1x1xTxS = visible_mask(T, segment_ids, global_first_key)[:, None, None]
+    s_BxKxGxTxS = soft_cap(s_BxKxGxTxS, softcap)
+    mask_Bx1x1xTxS = visible_mask(T, segment_ids, global_first_key, window)[:, None, None]
     s_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, s_BxKxGxTxS, -jnp.inf)
     lse_BxKxGxT = jax.nn.logsumexp(s_BxKxGxTxS, axis=-1)
     p_BxKxGxTxS = jnp.exp(s_BxKxGxTxS - lse_BxKxGxT[..., None])
@@ -97,11 +114,13 @@ def attention(
     backend: str = "xla",
     segment_ids: jax.Array | None = None,
     global_first_key: bool = False,
+    window: int | None = None,
+    softcap: float | None = None,
     scale: float | None = None,
     return_probs: bool = False,
     block_size: int = 512,
 ) -> AttentionOut:
-    """Causal (optionally segment-masked) attention through the chosen backend.
+    """Causal (optionally segment-masked, optionally local) attention through the chosen backend.
 
     Returns AttentionOut(out [B,T,H,D] in q's dtype, lse [B,H,T] float32 natural log of the
     scaled scores, probs [B,H,T,T] float32 or None). `return_probs` needs backend="xla".
@@ -118,6 +137,8 @@ def attention(
         )
     if segment_ids is not None and segment_ids.shape != (B, T):
         raise ValueError(f"attention: segment_ids shape {segment_ids.shape} != (B, T) = {(B, T)}.")
+    if window is not None and not (isinstance(window, int) and window > 0):
+        raise ValueError(f"attention: window={window!r} must be a positive int or None.")
     scale = D**-0.5 if scale is None else scale
     if return_probs and backend != "xla":
         raise ValueError(
@@ -132,9 +153,12 @@ def attention(
             scale=scale,
             segment_ids=segment_ids,
             global_first_key=global_first_key,
+            window=window,
+            softcap=softcap,
             return_probs=return_probs,
         )
-    fused_kernels = {  # each: (q, k, v, segment_ids, *, scale, global_first_key) -> (out, lse)
+    # each: (q, k, v, segment_ids, *, scale, global_first_key, window, softcap) -> (out, lse)
+    fused_kernels = {
         "blockwise": functools.partial(blockwise_lib.blockwise_attention, block_size=block_size),
         "cudnn": fused.cudnn_attention,
         "pallas": fused.pallas_gpu_attention,
@@ -147,6 +171,8 @@ def attention(
             segment_ids,
             scale=scale,
             global_first_key=global_first_key,
+            window=window,
+            softcap=softcap,
         )
         return AttentionOut(out, lse, None)
     raise ValueError(f"attention: unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
@@ -166,14 +192,28 @@ def sink_index(
 
 
 def sink_visible(
-    segment_ids_BxT: jax.Array | None, sink_idx_BxT: jax.Array, global_first_key: bool = False
+    sink_idx_BxT: jax.Array,
+    segment_ids: jax.Array | None = None,
+    *,
+    global_first_key: bool = False,
+    window: int | jax.Array | None = None,
 ) -> jax.Array:
-    """[B, T] bool: whether each query can see its sink key (same segment, or key 0 when
-    `global_first_key`); all True without segment ids (causal attention sees key 0)."""
-    if segment_ids_BxT is None:
-        return jnp.ones(sink_idx_BxT.shape, bool)
-    seg_sink_BxT = jnp.take_along_axis(segment_ids_BxT, sink_idx_BxT, axis=1)
-    return (seg_sink_BxT == segment_ids_BxT) | (global_first_key & (sink_idx_BxT == 0))
+    """[B, T] bool: whether each query can see its sink key (the mask `visible_mask` applies).
+
+    A query cannot see it when the sink lies in another segment, or, in a local layer, when it
+    lies `window` or more positions back (query t sees key 0 only for t < window), unless the
+    sink is key 0 and `global_first_key` is set. `window` may be traced (a per-layer value).
+    """
+    t_1xT = jnp.arange(sink_idx_BxT.shape[1], dtype=jnp.int32)[None]
+    visible_BxT = jnp.ones(sink_idx_BxT.shape, bool)
+    if segment_ids is not None:
+        seg_sink_BxT = jnp.take_along_axis(segment_ids, sink_idx_BxT, axis=1)
+        visible_BxT = seg_sink_BxT == segment_ids
+    if window is not None:
+        visible_BxT = visible_BxT & (t_1xT - sink_idx_BxT < window)
+    if global_first_key:
+        visible_BxT = visible_BxT | (sink_idx_BxT == 0)
+    return visible_BxT
 
 
 def sink_attention(
@@ -185,8 +225,13 @@ def sink_attention(
     scale: float,
     segment_ids: jax.Array | None = None,
     global_first_key: bool = False,
+    window: int | jax.Array | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
-    """[B, H, T] float32 attention each query pays to its sink key, from the LSE: O(T D)."""
+    """[B, H, T] float32 attention each query pays to its sink key, from the LSE: O(T D).
+
+    Exactly 0 for the queries that cannot see their sink key (`sink_visible`).
+    """
     B, T, H, D = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
     k_sink_BxTxKxD = jnp.take_along_axis(k_BxTxKxD, sink_idx_BxT[:, :, None, None], axis=1)
@@ -197,8 +242,11 @@ def sink_attention(
         )
         * scale
     )
+    s_BxTxH = soft_cap(s_BxTxH, softcap)
     a_BxHxT = jnp.exp(s_BxTxH.transpose(0, 2, 1) - lse_BxHxT)
-    if segment_ids is not None:  # the sink may be hidden from a query of another segment.
-        visible_BxT = sink_visible(segment_ids, sink_idx_BxT, global_first_key)
+    if segment_ids is not None or window is not None:
+        visible_BxT = sink_visible(
+            sink_idx_BxT, segment_ids, global_first_key=global_first_key, window=window
+        )
         a_BxHxT = jnp.where(visible_BxT[:, None, :], a_BxHxT, 0.0)
     return a_BxHxT

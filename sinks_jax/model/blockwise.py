@@ -3,7 +3,9 @@
 Memory is O(block^2 * heads) per step instead of O(T^2): the T x T map is never built, in the
 forward or in the backward pass (a custom VJP recomputes each block's weights from the saved
 LSE, as flash attention does). Causality is exploited: a query block visits only the key
-blocks at or before it, so the work is about half of the full square.
+blocks at or before it, so the work is about half of the full square. A sliding window is
+exploited too: key blocks wholly outside it are skipped (block 0 is still visited when key 0 is
+global), so a local layer costs O(T * window), not O(T^2).
 
 The LSE output is for statistics: no gradient flows through it (its cotangent is ignored).
 """
@@ -31,24 +33,50 @@ def _layout(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg_BxT, block):
     return q, k, v, seg
 
 
-def _mask(qi, kj, seg, block, global_first_key):
+def _mask(qi, kj, seg, block, global_first_key, window):
     """[B, 1, 1, bq, bk] visibility of key block kj to query block qi."""
     qidx = qi * block + jnp.arange(block)
     kidx = kj * block + jnp.arange(block)
     seg_q = jax.lax.dynamic_slice_in_dim(seg, qi * block, block, axis=1)
     seg_k = jax.lax.dynamic_slice_in_dim(seg, kj * block, block, axis=1)
-    same = seg_q[:, :, None] == seg_k[:, None, :]
+    visible = (seg_q[:, :, None] == seg_k[:, None, :]) & (kidx[None, :] <= qidx[:, None])[None]
+    if window is not None:
+        visible = visible & (qidx[:, None] - kidx[None, :] < window)[None]
     if global_first_key:
-        same = same | (kidx == 0)[None, None, :]
-    visible = (kidx[None, :] <= qidx[:, None])[None] & same
+        visible = visible | (kidx == 0)[None, None, :]
     return visible[:, None, None]
+
+
+def _key_blocks(qi, block, global_first_key, window):
+    """Key blocks query block qi visits: the loop counter c runs over [start, qi] and stands
+    for block `where(c < first, 0, c)`, where `first` is the first block inside the window;
+    start = first - 1 adds block 0 when key 0 is global and outside the window."""
+    if window is None:
+        return 0, 0
+    first = jnp.maximum(0, (qi * block - window + 1) // block)
+    start = jnp.maximum(0, first - 1) if global_first_key else first
+    return start, first
+
+
+def _query_blocks_end(kj, n, block, global_first_key, window):
+    """One past the last query block that sees key block kj (the window's far edge)."""
+    if window is None:
+        return n
+    end = jnp.minimum(n, (kj * block + block + window - 2) // block + 1)
+    return jnp.where(kj == 0, n, end) if global_first_key else end
+
+
+def _scores(q_blk, k_blk, scale, softcap):
+    """Scaled (and soft-capped) float32 scores of a query block against a key block."""
+    s = jnp.einsum("bkgqd,bkcd->bkgqc", q_blk, k_blk, preferred_element_type=jnp.float32) * scale
+    return s if softcap is None else softcap * jnp.tanh(s / softcap)
 
 
 def _block(x, i, block, axis):
     return jax.lax.dynamic_slice_in_dim(x, i * block, block, axis=axis)
 
 
-def _forward(q, k, v, seg, scale, block, global_first_key):
+def _forward(q, k, v, seg, scale, block, global_first_key, window, softcap):
     """q [B,K,G,Tp,D], k/v [B,K,Tp,D] -> out [B,K,G,Tp,D] (f32), lse [B,K,G,Tp] (f32)."""
     B, K, G, Tp, D = q.shape
     n = Tp // block
@@ -56,18 +84,13 @@ def _forward(q, k, v, seg, scale, block, global_first_key):
     def one_query_block(qi):
         q_blk = _block(q, qi, block, 3)
 
-        def body(kj, carry):
+        start, first = _key_blocks(qi, block, global_first_key, window)
+
+        def body(c, carry):
             m, l, acc = carry
-            s = (
-                jnp.einsum(
-                    "bkgqd,bkcd->bkgqc",
-                    q_blk,
-                    _block(k, kj, block, 2),
-                    preferred_element_type=jnp.float32,
-                )
-                * scale
-            )
-            visible = _mask(qi, kj, seg, block, global_first_key)
+            kj = jnp.where(c < first, 0, c)
+            s = _scores(q_blk, _block(k, kj, block, 2), scale, softcap)
+            visible = _mask(qi, kj, seg, block, global_first_key, window)
             m_new = jnp.maximum(m, jnp.max(jnp.where(visible, s, _NEG), axis=-1))
             p = jnp.where(visible, jnp.exp(s - m_new[..., None]), 0.0)
             corr = jnp.exp(m - m_new)
@@ -85,7 +108,7 @@ def _forward(q, k, v, seg, scale, block, global_first_key):
             jnp.zeros((B, K, G, block), jnp.float32),
             jnp.zeros((B, K, G, block, D), jnp.float32),
         )
-        m, l, acc = jax.lax.fori_loop(0, qi + 1, body, init)  # causal: key blocks 0..qi only.
+        m, l, acc = jax.lax.fori_loop(start, qi + 1, body, init)  # causal: none after qi.
         l = jnp.where(l == 0.0, 1.0, l)  # padded rows only; real rows always see their diagonal.
         return acc / l[..., None], m + jnp.log(l)
 
@@ -96,7 +119,7 @@ def _forward(q, k, v, seg, scale, block, global_first_key):
     return out, lse
 
 
-def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key):
+def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key, window, softcap):
     """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE."""
     B, K, G, Tp, D = q.shape
     n = Tp // block
@@ -106,14 +129,13 @@ def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key):
         q_blk = _block(q, qi, block, 3)
         k_blk, v_blk = _block(k, kj, block, 2), _block(v, kj, block, 2)
         do_blk = _block(dout, qi, block, 3)
-        s = (
-            jnp.einsum("bkgqd,bkcd->bkgqc", q_blk, k_blk, preferred_element_type=jnp.float32)
-            * scale
-        )
-        visible = _mask(qi, kj, seg, block, global_first_key)
+        s = _scores(q_blk, k_blk, scale, softcap)
+        visible = _mask(qi, kj, seg, block, global_first_key, window)
         p = jnp.where(visible, jnp.exp(s - _block(lse, qi, block, 3)[..., None]), 0.0)
         dp = jnp.einsum("bkgqd,bkcd->bkgqc", do_blk, v_blk, preferred_element_type=jnp.float32)
         ds = p * (dp - _block(delta, qi, block, 3)[..., None])
+        if softcap is not None:  # d(cap tanh(x / cap))/dx = 1 - tanh^2 = 1 - (s / cap)^2.
+            ds = ds * (1.0 - (s / softcap) ** 2)
         return q_blk, k_blk, do_blk, p, ds
 
     def dkv_for_key_block(kj):
@@ -125,14 +147,18 @@ def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key):
             return dk, dv
 
         zeros = jnp.zeros((B, K, block, D), jnp.float32)
-        return jax.lax.fori_loop(kj, n, body, (zeros, zeros))  # causal: query blocks kj..n-1.
+        end = _query_blocks_end(kj, n, block, global_first_key, window)
+        return jax.lax.fori_loop(kj, end, body, (zeros, zeros))  # causal: none before kj.
 
     def dq_for_query_block(qi):
-        def body(kj, dq):
-            _, k_blk, _, _, ds = probs_and_ds(qi, kj)
+        start, first = _key_blocks(qi, block, global_first_key, window)
+
+        def body(c, dq):
+            _, k_blk, _, _, ds = probs_and_ds(qi, jnp.where(c < first, 0, c))
             return dq + jnp.einsum("bkgqc,bkcd->bkgqd", ds, k_blk.astype(jnp.float32)) * scale
 
-        return jax.lax.fori_loop(0, qi + 1, body, jnp.zeros((B, K, G, block, D), jnp.float32))
+        dq0 = jnp.zeros((B, K, G, block, D), jnp.float32)
+        return jax.lax.fori_loop(start, qi + 1, body, dq0)
 
     dk_n, dv_n = jax.lax.map(dkv_for_key_block, jnp.arange(n))
     dq_n = jax.lax.map(dq_for_query_block, jnp.arange(n))
@@ -142,20 +168,21 @@ def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key):
     return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _attend(q, k, v, seg, scale, block, global_first_key):
-    return _forward(q, k, v, seg, scale, block, global_first_key)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _attend(q, k, v, seg, scale, block, global_first_key, window, softcap):
+    return _forward(q, k, v, seg, scale, block, global_first_key, window, softcap)
 
 
-def _attend_fwd(q, k, v, seg, scale, block, global_first_key):
-    out, lse = _forward(q, k, v, seg, scale, block, global_first_key)
+def _attend_fwd(q, k, v, seg, scale, block, global_first_key, window, softcap):
+    out, lse = _forward(q, k, v, seg, scale, block, global_first_key, window, softcap)
     return (out, lse), (q, k, v, seg, out, lse)
 
 
-def _attend_bwd(scale, block, global_first_key, res, cotangents):
+def _attend_bwd(scale, block, global_first_key, window, softcap, res, cotangents):
     q, k, v, seg, out, lse = res
     dout, _ = cotangents  # the LSE is a statistic: its cotangent is ignored.
-    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key)
+    statics = (scale, block, global_first_key, window, softcap)
+    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, *statics)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
@@ -170,9 +197,14 @@ def blockwise_attention(
     *,
     scale: float,
     global_first_key: bool = False,
+    window: int | None = None,
+    softcap: float | None = None,
     block_size: int = 512,
 ) -> tuple[jax.Array, jax.Array]:
-    """Causal flash-style attention. Returns out [B,T,H,D] (q's dtype), lse [B,H,T] float32."""
+    """Causal flash-style attention. Returns out [B,T,H,D] (q's dtype), lse [B,H,T] float32.
+
+    `window`: query i sees keys i - window < j <= i only; `softcap`: scores are soft-capped.
+    """
     B, T, H, D = q_BxTxHxD.shape
     block = min(block_size, T)
     seg = (
@@ -181,7 +213,10 @@ def blockwise_attention(
         else segment_ids_BxT.astype(jnp.int32)
     )
     q, k, v, seg = _layout(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg, block)
-    out, lse = _attend(q, k, v, seg, float(scale), int(block), bool(global_first_key))
+    window = None if window is None else int(window)
+    softcap = None if softcap is None else float(softcap)
+    statics = (float(scale), int(block), bool(global_first_key), window, softcap)
+    out, lse = _attend(q, k, v, seg, *statics)
     out_BxTxHxD = out.transpose(0, 3, 1, 2, 4).reshape(B, -1, H, D)[:, :T].astype(q_BxTxHxD.dtype)
     lse_BxHxT = lse.reshape(B, H, -1)[:, :, :T]
     return out_BxTxHxD, lse_BxHxT

@@ -2,7 +2,8 @@
 
 One model with clear switches rather than a copy per family: the LLaMA-style defaults
 (RMSNorm, RoPE, SwiGLU, no biases) plus the knobs that pretrained families need (LayerNorm,
-GELU, learned absolute positions, biases, embedding scale, Gemma's `1 + w` norm scale).
+GELU, learned absolute positions, biases, embedding scale, Gemma's `1 + w` norm scale, and
+Gemma 2/3's local sliding-window layers, q/k norms, post-norms and logit soft-capping).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ NORM_TYPES = ("rms", "layer")
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
 POSITION_TYPES = ("rope", "learned", "none")
 SINK_KEYS = ("window", "segment")
+LAYER_TYPES = ("global", "local")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +66,24 @@ class ModelConfig:
     query_scale: float | None = None  # None: 1/sqrt(head_dim).
     init_std: float = 0.02
 
+    # Local (sliding-window) layers and the other Gemma 2/3 knobs (defaults: off).
+    sliding_window: int | None = None  # keys a query of a local layer sees, itself included.
+    layer_types: tuple[str, ...] | None = None  # per layer "global"/"local"; None: every layer
+    # is local when sliding_window is set, else global.
+    rope_local_theta: float | None = None  # RoPE base of local layers, unscaled (Gemma 3: 1e4);
+    # None: local layers rotate as global ones (rope_theta, rope_scaling).
+    qk_norm: bool = False  # per-head norm of q and k before RoPE (Gemma 3).
+    post_norms: bool = False  # norms on the attention and MLP outputs before the residual add.
+    attn_logit_softcap: float | None = None  # scores -> cap * tanh(scores / cap) (Gemma 2).
+    final_logit_softcap: float | None = None  # logits -> cap * tanh(logits / cap) (Gemma 2).
+
     def __post_init__(self):
         def need(ok: bool, msg: str):
             if not ok:
                 raise ValueError(f"ModelConfig: {msg}")
+
+        if isinstance(self.layer_types, list):  # JSON and ml_collections give lists.
+            object.__setattr__(self, "layer_types", tuple(self.layer_types))
 
         for name in ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "block_size"):
             v = getattr(self, name)
@@ -126,6 +142,40 @@ class ModelConfig:
                 f"rope_scaling={self.rope_scaling!r} must be a tuple of (key, value) pairs "
                 "(use ModelConfig.with_rope_scaling(dict)).",
             )
+        self._check_local_layers(need)
+
+    def _check_local_layers(self, need) -> None:
+        """Sliding windows, per-layer types and soft-capping, and the backends that run them."""
+        w = self.sliding_window
+        need(
+            w is None or (isinstance(w, int) and w > 0),
+            f"sliding_window={w!r} must be a positive int or None.",
+        )
+        if self.layer_types is not None:
+            need(
+                len(self.layer_types) == self.num_layers,
+                f"layer_types has {len(self.layer_types)} entries for num_layers="
+                f"{self.num_layers}; give one of {LAYER_TYPES} per layer.",
+            )
+            bad = sorted(set(self.layer_types) - set(LAYER_TYPES))
+            need(not bad, f"layer_types holds {bad}; each entry must be one of {LAYER_TYPES}.")
+            need(
+                w is not None or "local" not in self.layer_types,
+                "layer_types has 'local' layers but sliding_window=None; set sliding_window.",
+            )
+        need(
+            not (self.attention == "pallas" and any(self.local_layers)),
+            f"attention='pallas' has no sliding window (sliding_window={w}); use "
+            "attention='cudnn' on GPU or 'blockwise' anywhere.",
+        )
+        for name in ("attn_logit_softcap", "final_logit_softcap", "rope_local_theta"):
+            v = getattr(self, name)
+            need(v is None or v > 0, f"{name}={v!r} must be positive or None.")
+        need(
+            self.attn_logit_softcap is None or self.attention in ("xla", "blockwise"),
+            f"attention={self.attention!r} cannot soft-cap attention logits "
+            f"(attn_logit_softcap={self.attn_logit_softcap}); use 'xla' or 'blockwise'.",
+        )
 
     @property
     def kv_heads(self) -> int:
@@ -134,6 +184,13 @@ class ModelConfig:
     @property
     def head_size(self) -> int:
         return self.d_model // self.num_heads if self.head_dim is None else self.head_dim
+
+    @property
+    def local_layers(self) -> tuple[bool, ...]:
+        """Per layer: True where the layer attends within `sliding_window` only."""
+        if self.layer_types is None:
+            return (self.sliding_window is not None,) * self.num_layers
+        return tuple(t == "local" for t in self.layer_types)
 
     @property
     def rope_scaling_dict(self) -> dict[str, Any] | None:
@@ -148,6 +205,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["rope_scaling"] = self.rope_scaling_dict
+        if self.layer_types is not None:
+            d["layer_types"] = list(self.layer_types)
         return d
 
     @classmethod
@@ -171,7 +230,9 @@ class ModelConfig:
         attn = d * hd * (h + 2 * kv) + h * hd * d
         attn += (hd * (h + 2 * kv) if self.qkv_bias else 0) + (d if self.out_bias else 0)
         mlp = d * f * (3 if self.gated_mlp else 2) + ((f + d) if self.mlp_bias else 0)
-        layers = self.num_layers * (attn + mlp + 2 * norm) + norm
+        attn += 2 * norm // d * hd if self.qk_norm else 0  # q and k norms over head_dim.
+        block_norms = (4 if self.post_norms else 2) * norm
+        layers = self.num_layers * (attn + mlp + block_norms) + norm
         if not include_embeddings:
             return layers
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)

@@ -20,9 +20,21 @@ import jax.numpy as jnp
 
 
 def cudnn_attention(
-    q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT=None, *, scale, global_first_key=False
+    q_BxTxHxD,
+    k_BxTxKxD,
+    v_BxTxKxD,
+    segment_ids_BxT=None,
+    *,
+    scale,
+    global_first_key=False,
+    window=None,
+    softcap=None,
 ):
-    """cuDNN flash attention (GPU, bf16/fp16), causal; GQA native."""
+    """cuDNN flash attention (GPU, bf16/fp16), causal, optionally windowed; GQA native."""
+    if softcap is not None:
+        raise ValueError(
+            f"attention='cudnn' cannot soft-cap scores (softcap={softcap}); use 'blockwise'."
+        )
     if segment_ids_BxT is not None or global_first_key:
         raise ValueError(
             "attention='cudnn' has no segment ids (intra-document masking); use "
@@ -33,7 +45,7 @@ def cudnn_attention(
             f"attention='cudnn' needs bfloat16 or float16 inputs, got "
             f"{q_BxTxHxD.dtype}; set dtype='bfloat16' or use attention='xla'."
         )
-    out, lse_BxHxT = _cudnn_with_f32_lse(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale)
+    out, lse_BxHxT = _cudnn_with_f32_lse(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale, window)
     return out, jax.lax.stop_gradient(lse_BxHxT.astype(jnp.float32))
 
 
@@ -50,24 +62,38 @@ def cudnn_lse_dtype() -> str | None:
     return _cudnn_lse_dtype
 
 
-def _cudnn_with_f32_lse(q, k, v, scale):
+def _cudnn_with_f32_lse(q, k, v, scale, window=None):
     """cuDNN call keeping the kernel's float32 LSE [B, H, T].
 
     The public jax.nn.dot_product_attention casts the LSE to the output dtype (bf16: about 3
     significant digits, so exp(s - lse) would be off by up to ~2%). The cuDNN layer beneath
     it returns the float32 statistic; where that private layer is unavailable, fall back to
-    the public function, warn once, and record the LSE dtype (`cudnn_lse_dtype`).
+    the public function, warn once, and record the LSE dtype (`cudnn_lse_dtype`). `window` W:
+    query i sees keys i - W < j <= i.
     """
     global _cudnn_lse_dtype, _warned_fallback
     try:
         from jax._src.cudnn import fused_attention_stablehlo as cudnn_lib
 
         out, lse_BxHxT = cudnn_lib.dot_product_attention(
-            q, k, v, scale=scale, mask_type=cudnn_lib.MaskType.CAUSAL, return_residual=True
+            q,
+            k,
+            v,
+            scale=scale,
+            mask_type=cudnn_lib.MaskType.CAUSAL,
+            sliding_window_length=window,
+            return_residual=True,
         )
     except (ImportError, AttributeError, TypeError) as e:
         out, lse_BxTxH = jax.nn.dot_product_attention(
-            q, k, v, scale=scale, is_causal=True, implementation="cudnn", return_residual=True
+            q,
+            k,
+            v,
+            scale=scale,
+            is_causal=True,
+            local_window_size=None if window is None else (window - 1, 0),
+            implementation="cudnn",
+            return_residual=True,
         )
         lse_BxHxT = lse_BxTxH.transpose(0, 2, 1)
         if not _warned_fallback:
@@ -173,10 +199,17 @@ def pallas_gpu_attention(
     *,
     scale,
     global_first_key=False,
+    window=None,
+    softcap=None,
     block_size=128,
     interpret=False,
 ):
     """Pallas (Triton) flash attention on GPU with segment ids; K/V broadcast to query heads."""
+    if window is not None or softcap is not None:
+        raise ValueError(
+            f"attention='pallas' has no sliding window or score soft-capping (window={window}, "
+            f"softcap={softcap}); use attention='cudnn' for windows or 'blockwise' for both."
+        )
     if global_first_key:
         raise ValueError(
             "attention='pallas' cannot keep key 0 visible across segments "

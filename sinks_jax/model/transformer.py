@@ -8,6 +8,8 @@ to return in `aux` (all under stop_gradient; none of them changes the logits):
 
     "attn_probs"   [L, B, H, T, T]  full maps (attention="xla" only)
     "sink_attn"    [L, B, H, T]     attention of each query to its sink key, from the LSE
+                                    (exactly 0 where the query cannot see it: another
+                                    document, or past a local layer's window; sink_query_mask)
     "lse"          [L, B, H, T]     natural-log log-sum-exp of the scaled scores
     "hidden"       [L+1, B, T, D]   residual stream: embeddings, then after each layer (the
                                     last entry is before the final norm)
@@ -16,6 +18,15 @@ to return in `aux` (all under stop_gradient; none of them changes the logits):
                                     backward pass of the backend w.r.t. V (never T x T)
 
 With collect=() the scan carries nothing extra, so the forward pass does no extra work.
+
+Local (sliding-window) layers, as in Gemma 2/3 or Mistral: `ModelConfig.layer_types` says which
+layers attend within `sliding_window` keys. When local and global layers are mixed, the scan
+carries a per-layer flag and each layer picks its attention with `jax.lax.cond` between the two
+static-window calls (and its RoPE frequencies with a select). Every backend thus sees a static
+window (cuDNN needs one), the scanned body holds two attention calls whatever the depth or the
+layer pattern (compile time stays flat; 26 or 62 layers need no pattern-sized groups), and the
+parameters stay one stack. In a local layer, a query t >= window cannot see key 0: its
+`sink_attn` is exactly 0; `sink_query_mask` gives, per layer, which queries see their sink key.
 """
 
 from __future__ import annotations
@@ -46,15 +57,17 @@ def _activation(name: str):
 
 
 class Norm(nnx.Module):
-    """RMSNorm (LLaMA; `scale_offset=1` gives Gemma's 1 + w) or LayerNorm (GPT-2), in float32."""
+    """RMSNorm (LLaMA; `scale_offset=1` gives Gemma's 1 + w) or LayerNorm (GPT-2), in float32,
+    over the last axis of size `dim` (default d_model; head_dim for the q/k norms)."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dim: int | None = None):
         del rngs
         self.kind, self.eps, self.offset = cfg.norm_type, cfg.norm_eps, cfg.norm_scale_offset
+        dim = cfg.d_model if dim is None else dim
         init = 0.0 if cfg.norm_scale_offset else 1.0
-        self.scale = nnx.Param(jnp.full((cfg.d_model,), init, jnp.dtype(cfg.param_dtype)))
+        self.scale = nnx.Param(jnp.full((dim,), init, jnp.dtype(cfg.param_dtype)))
         if cfg.norm_type == "layer":
-            self.bias = nnx.Param(jnp.zeros((cfg.d_model,), jnp.dtype(cfg.param_dtype)))
+            self.bias = nnx.Param(jnp.zeros((dim,), jnp.dtype(cfg.param_dtype)))
 
     def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
         x = x_BxTxD.astype(jnp.float32)
@@ -67,11 +80,16 @@ class Norm(nnx.Module):
         return x.astype(x_BxTxD.dtype)
 
 
-def rope_inverse_frequencies(cfg: ModelConfig) -> jax.Array:
-    """[head_dim / 2] float32 inverse frequencies, with LLaMA-3 or linear scaling if set."""
+def rope_inverse_frequencies(cfg: ModelConfig, local: bool = False) -> jax.Array:
+    """[head_dim / 2] float32 inverse frequencies, with LLaMA-3 or linear scaling if set.
+
+    `local`: those of the local layers (base `rope_local_theta`, unscaled, when it is set).
+    """
     d = cfg.head_size
-    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
-    scaling = cfg.rope_scaling_dict
+    local_base = local and cfg.rope_local_theta is not None
+    theta = cfg.rope_local_theta if local_base else cfg.rope_theta
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    scaling = None if local_base else cfg.rope_scaling_dict
     if not scaling:
         return inv_freq
     kind = scaling.get("rope_type", scaling.get("type"))
@@ -89,6 +107,17 @@ def rope_inverse_frequencies(cfg: ModelConfig) -> jax.Array:
     raise ValueError(f"rope_scaling type {kind!r} is not supported; supported: 'linear', 'llama3'.")
 
 
+def layer_inv_freq(cfg: ModelConfig, local) -> jax.Array | None:
+    """A layer's RoPE inverse frequencies (None without RoPE); `local` is a bool or a traced
+    per-layer flag (then a select between the local and the global frequencies)."""
+    if cfg.position_type != "rope":
+        return None
+    if isinstance(local, bool):
+        return rope_inverse_frequencies(cfg, local)
+    local_freqs, global_freqs = rope_inverse_frequencies(cfg, True), rope_inverse_frequencies(cfg)
+    return jnp.where(local, local_freqs, global_freqs)
+
+
 def apply_rope(x_BxTxHxD: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Array) -> jax.Array:
     """Rotary embedding in the half-split layout: pairs (x[i], x[i + D/2]) rotate together."""
     angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
@@ -103,7 +132,8 @@ class Block(nnx.Module):
 
     Parameters (explicit arrays; hd = head_dim, K = kv heads, F = d_ff): wq [D, H, hd],
     wk/wv [D, K, hd], wo [H, hd, D], optional bq [H, hd], bk/bv [K, hd], bo [D]; w_gate/w_up
-    [D, F], w_down [F, D], optional b_up [F], b_down [D]; attn_norm and mlp_norm.
+    [D, F], w_down [F, D], optional b_up [F], b_down [D]; attn_norm and mlp_norm (pre-norms),
+    optional q_norm/k_norm [hd] (qk_norm) and post_attn_norm/post_mlp_norm (post_norms).
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -122,6 +152,12 @@ class Block(nnx.Module):
             self.bv = nnx.Param(jnp.zeros((K, hd), pdt))
         if cfg.out_bias:
             self.bo = nnx.Param(jnp.zeros((D,), pdt))
+        if cfg.qk_norm:
+            self.q_norm = Norm(cfg, rngs=rngs, dim=hd)
+            self.k_norm = Norm(cfg, rngs=rngs, dim=hd)
+        if cfg.post_norms:
+            self.post_attn_norm = Norm(cfg, rngs=rngs)
+            self.post_mlp_norm = Norm(cfg, rngs=rngs)
         self.mlp_norm = Norm(cfg, rngs=rngs)
         if cfg.gated_mlp:
             self.w_gate = _init(rngs, (D, F), std, pdt)
@@ -143,6 +179,8 @@ class Block(nnx.Module):
         v = jnp.einsum("btd,dhk->bthk", h, self._w("wv"))
         if cfg.qkv_bias:
             q, k, v = q + self._w("bq"), k + self._w("bk"), v + self._w("bv")
+        if cfg.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
         if cfg.position_type == "rope":
             q, k = apply_rope(q, positions_BxT, inv_freq), apply_rope(k, positions_BxT, inv_freq)
         return q, k, v
@@ -159,26 +197,49 @@ class Block(nnx.Module):
         else:
             hidden = act(up)
         out = jnp.einsum("btf,fd->btd", hidden, self._w("w_down"))
-        return out + self._w("b_down") if cfg.mlp_bias else out
+        out = out + self._w("b_down") if cfg.mlp_bias else out
+        return self.post_mlp_norm(out) if cfg.post_norms else out
 
-    def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT, sink_idx_BxT, inv_freq, collect):
+    def attend(self, q, k, v, segment_ids_BxT, local, return_probs=False):
+        """`attention` of this layer: windowed where `local` (a bool, or a traced bool scalar
+        choosing between the two static-window calls with lax.cond)."""
+        cfg = self.cfg
+
+        def run(window):
+            return attention_lib.attention(
+                q,
+                k,
+                v,
+                backend=cfg.attention,
+                segment_ids=segment_ids_BxT,
+                global_first_key=cfg.global_first_key,
+                window=window,
+                softcap=cfg.attn_logit_softcap,
+                scale=self.scale,
+                return_probs=return_probs,
+                block_size=cfg.block_size,
+            )
+
+        if isinstance(local, bool):
+            return run(cfg.sliding_window if local else None)
+        return jax.lax.cond(local, lambda: run(cfg.sliding_window), lambda: run(None))
+
+    @property
+    def scale(self) -> float:
+        cfg = self.cfg
+        return cfg.query_scale if cfg.query_scale is not None else cfg.head_size**-0.5
+
+    def __call__(
+        self, x_BxTxD, positions_BxT, segment_ids_BxT, sink_idx_BxT, inv_freq, local, collect
+    ):
         cfg = self.cfg
         q, k, v = self.qkv(x_BxTxD, positions_BxT, inv_freq)
-        scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_size**-0.5
-        res = attention_lib.attention(
-            q,
-            k,
-            v,
-            backend=cfg.attention,
-            segment_ids=segment_ids_BxT,
-            global_first_key=cfg.global_first_key,
-            scale=scale,
-            return_probs="attn_probs" in collect,
-            block_size=cfg.block_size,
-        )
+        res = self.attend(q, k, v, segment_ids_BxT, local, "attn_probs" in collect)
         o = jnp.einsum("bthk,hkd->btd", res.out_BxTxHxD, self._w("wo"))
         if cfg.out_bias:
             o = o + self._w("bo")
+        if cfg.post_norms:
+            o = self.post_attn_norm(o)
         x_BxTxD = x_BxTxD + o
         x_BxTxD = x_BxTxD + self.mlp(x_BxTxD)
 
@@ -193,9 +254,11 @@ class Block(nnx.Module):
                 k,
                 res.lse_BxHxT,
                 sink_idx_BxT,
-                scale=scale,
+                scale=self.scale,
                 segment_ids=segment_ids_BxT,
                 global_first_key=cfg.global_first_key,
+                window=layer_window(cfg, local, q.shape[1]),
+                softcap=cfg.attn_logit_softcap,
             )
         if "value_norms" in collect:
             vn_BxTxK = jnp.linalg.norm(v.astype(jnp.float32), axis=-1)
@@ -203,12 +266,12 @@ class Block(nnx.Module):
                 vn_BxTxK, cfg.num_heads // cfg.kv_heads, axis=2
             ).transpose(0, 2, 1)
         if "received_attn" in collect:
-            stats["received_attn"] = self._received_attention(q, k, v, segment_ids_BxT, scale)
+            stats["received_attn"] = self._received_attention(q, k, v, segment_ids_BxT, local)
         if "hidden" in collect:
             stats["hidden"] = x_BxTxD
         return x_BxTxD, jax.lax.stop_gradient(stats)
 
-    def _received_attention(self, q, k, v, segment_ids_BxT, scale):
+    def _received_attention(self, q, k, v, segment_ids_BxT, local):
         """[B, H, T] sum over queries of A[i, k]: the VJP w.r.t. V of the output under ones.
 
         K/V are broadcast to the query heads first, so the gradient is per query head.
@@ -218,20 +281,46 @@ class Block(nnx.Module):
         k_h, v_h = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
 
         def out_of_values(values):
-            return attention_lib.attention(
-                q,
-                k_h,
-                values,
-                backend=cfg.attention,
-                segment_ids=segment_ids_BxT,
-                global_first_key=cfg.global_first_key,
-                scale=scale,
-                block_size=cfg.block_size,
-            ).out_BxTxHxD
+            return self.attend(q, k_h, values, segment_ids_BxT, local).out_BxTxHxD
 
         _, vjp = jax.vjp(out_of_values, v_h)
         (dv_BxTxHxD,) = vjp(jnp.ones_like(q))
         return dv_BxTxHxD.astype(jnp.float32).mean(-1).transpose(0, 2, 1)
+
+
+def layer_window(cfg: ModelConfig, local, seq_len: int):
+    """The window a layer's queries look through: None (global), `sliding_window`, or, for a
+    traced `local` flag, a traced int (seq_len stands for "no limit")."""
+    if isinstance(local, bool):
+        return cfg.sliding_window if local else None
+    return jnp.where(local, cfg.sliding_window, seq_len)
+
+
+def sink_query_mask(
+    cfg: ModelConfig, seq_len: int, segment_ids_BxT: jax.Array | None = None
+) -> jax.Array:
+    """[L, B or 1, T] bool: per layer, the queries that can see their sink key.
+
+    False where the sink key is masked: in another document (segment ids with
+    sink_key="window"), or, in a local layer, `sliding_window` or more tokens back (key 0 is
+    seen by queries t < sliding_window only) unless `global_first_key` keeps key 0 visible.
+    Their `sink_attn` is exactly 0; pass this mask to the first-token score to average over
+    the queries that could attend to the sink.
+    """
+    batch = 1 if segment_ids_BxT is None else segment_ids_BxT.shape[0]
+    sink_idx_BxT = attention_lib.sink_index(
+        segment_ids_BxT, seq_len, batch, per_segment=cfg.sink_key == "segment"
+    )
+    masks = {
+        local: attention_lib.sink_visible(
+            sink_idx_BxT,
+            segment_ids_BxT,
+            global_first_key=cfg.global_first_key,
+            window=layer_window(cfg, local, seq_len),
+        )
+        for local in set(cfg.local_layers)
+    }
+    return jnp.stack([masks[local] for local in cfg.local_layers])
 
 
 @jax.custom_vjp
@@ -339,6 +428,7 @@ class Transformer(nnx.Module):
             logits = jnp.einsum(
                 "btd,dv->btv", h_BxTxD, head, preferred_element_type=jnp.dtype(cfg.logits_dtype)
             )
+        logits = attention_lib.soft_cap(logits, cfg.final_logit_softcap)
         aux = dict(stats)
         if "hidden" in collect:
             aux["hidden"] = jnp.concatenate(
@@ -371,17 +461,22 @@ class Transformer(nnx.Module):
         sink_idx = attention_lib.sink_index(
             segment_ids, T, B, per_segment=cfg.sink_key == "segment"
         )
-        inv_freq = rope_inverse_frequencies(cfg) if cfg.position_type == "rope" else None
         graphdef, layer_state = nnx.split(self.layers)
+        # Local/global per layer: a static bool when all layers agree, else a scanned flag.
+        mixed = len(set(cfg.local_layers)) > 1
+        local_L = jnp.asarray(cfg.local_layers) if mixed else None
 
-        def layer_step(x, state):
+        def layer_step(x, xs):
+            state, local = xs
             layer = nnx.merge(graphdef, state)
-            y, stats = layer(x, positions, segment_ids, sink_idx, inv_freq, collect)
+            local = local if mixed else cfg.local_layers[0]
+            freqs = layer_inv_freq(cfg, local)
+            y, stats = layer(x, positions, segment_ids, sink_idx, freqs, local, collect)
             return y, (stats, y if keep_hidden else None)
 
         if cfg.remat:
             layer_step = jax.checkpoint(layer_step, prevent_cse=False)
-        h_BxTxD, (stats, hidden) = jax.lax.scan(layer_step, x_BxTxD, layer_state)
+        h_BxTxD, (stats, hidden) = jax.lax.scan(layer_step, x_BxTxD, (layer_state, local_L))
         return h_BxTxD, stats, hidden
 
 

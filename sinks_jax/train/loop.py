@@ -35,7 +35,6 @@ import ml_collections
 import numpy as np
 
 from sinks_jax import analysis
-from sinks_jax.model import ModelConfig
 from sinks_jax.progress import progress
 from sinks_jax.train import checkpoint as ckpt_lib
 from sinks_jax.train import flops, optim, sharding, sink_eval

@@ -25,8 +25,7 @@ import optax
 from flax import nnx
 
 from sinks_jax import analysis
-from sinks_jax.model import ModelConfig, Transformer
-from sinks_jax.model import attention as attention_lib
+from sinks_jax.model import ModelConfig, Transformer, sink_query_mask
 from sinks_jax.model import fused
 
 Batch = dict[str, jax.Array]
@@ -73,30 +72,25 @@ def masked_ce_sum(logits_BxTxV: jax.Array, batch: Batch) -> tuple[jax.Array, jax
 def sink_queries(
     segment_ids_BxT: jax.Array, model_cfg: ModelConfig, use_segments: bool
 ) -> jax.Array:
-    """`[B, T]` bool: the real (non-padding) queries that can see their sink key.
+    """`[L, B, T]` bool: per layer, the real (non-padding) queries that can see their sink key.
 
     Under intra-document masking with `sink_key="window"` the queries of later documents
     cannot see key 0 (unless `global_first_key`); with `sink_key="segment"` every query sees
-    its own document's first key. Without segments (causal) every query sees key 0.
+    its own document's first key. Without segments (causal) every query sees key 0, except in
+    a local (sliding-window) layer, where only the first `sliding_window` queries do.
     """
     valid_BxT = segment_ids_BxT > 0
-    if not use_segments:
-        return valid_BxT
-    B, T = segment_ids_BxT.shape
-    per_segment = model_cfg.sink_key == "segment"
-    sink_idx_BxT = attention_lib.sink_index(segment_ids_BxT, T, B, per_segment=per_segment)
-    visible_BxT = attention_lib.sink_visible(
-        segment_ids_BxT, sink_idx_BxT, model_cfg.global_first_key
-    )
-    return valid_BxT & visible_BxT
+    segments = segment_ids_BxT if use_segments else None
+    visible_LxBxT = sink_query_mask(model_cfg, segment_ids_BxT.shape[1], segments)
+    return valid_BxT[None] & visible_LxBxT
 
 
-def sink_summary(sink_attn_LxBxHxT: jax.Array, queries_BxT: jax.Array) -> dict[str, jax.Array]:
+def sink_summary(sink_attn_LxBxHxT: jax.Array, queries_LxBxT: jax.Array) -> dict[str, jax.Array]:
     """In-step sink statistics: `sink_attn` `[L, H]` (a row's score is the mean attention to
-    the sink key over the row's queries that count, `queries_BxT` from `sink_queries`; then
+    the sink key over the row's queries that count, `queries_LxBxT` from `sink_queries`; then
     the mean over rows) and the sink rates (fraction of heads per row with score > eps,
     averaged over rows)."""
-    scores_LxBxH = analysis.sink_scores_from_column(sink_attn_LxBxHxT, query_mask_BxT=queries_BxT)
+    scores_LxBxH = analysis.sink_scores_from_column(sink_attn_LxBxHxT, query_mask_BxT=queries_LxBxT)
     out = {"sink_attn": scores_LxBxH.mean(axis=1)}
     for eps in SINK_EPS:
         out[f"sink_rate_{eps}"] = analysis.sink_rate(scores_LxBxH, eps)
@@ -127,8 +121,8 @@ def micro_grads(
         stats = {}
         if sink_stats:
             model_cfg = nnx.merge(graphdef, p).config
-            queries_BxT = sink_queries(batch_BxT["segment_ids"], model_cfg, use_segments)
-            stats = sink_summary(aux["sink_attn"], queries_BxT)
+            queries_LxBxT = sink_queries(batch_BxT["segment_ids"], model_cfg, use_segments)
+            stats = sink_summary(aux["sink_attn"], queries_LxBxT)
         return total, (count, stats)
 
     (total, (count, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
