@@ -35,8 +35,11 @@ def get_config(arg=None):
     c.data.reset_positions = c.data.intra_doc  # documents start at position 0 when masked apart.
     # The fixed <bos> must stay visible to every document under intra-doc masking.
     c.model.global_first_key = c.data.packing == "fixed_bos" and c.data.intra_doc
+    # cuDNN has no segment ids: intra-doc cells use the Pallas kernel (GPU), which also serves
+    # intra_fixed_bos at the same speed: key 0 is merged into its segment-masked result through
+    # the LSE, exactly (sinks_jax.model.fused.attend_first_key_globally).
     if c.data.intra_doc and c.model.attention == "cudnn":
-        c.model.attention = "pallas"  # cuDNN path has no segment masking; Pallas does.
+        c.model.attention = "pallas"
     c.sweep_key = "variant"  # categorical sweep: reported by name.
     c.variant = name  # the cell's name.
     return c

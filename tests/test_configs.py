@@ -122,3 +122,13 @@ def test_tiny_variant_runs_one_step(path):
     )(params, tx.init(params), batch)
     assert np.isfinite(float(metrics["loss"])) and bool(metrics["finite"])
     assert metrics["sink_attn"].shape == (model_cfg.num_layers, model_cfg.num_heads)
+
+
+def test_packing_grid_trains_every_cell_on_a_fused_gpu_kernel():
+    """No cell falls back to the slow pure-JAX path on GPU: causal cells use cuDNN, intra-doc
+    cells Pallas (intra_fixed_bos included, with key 0 kept visible)."""
+    mod = module(os.path.join(ROOT, "configs", "packing.py"))
+    for name, arg in mod.variants("paper").items():
+        c = mod.get_config(arg)
+        assert c.model.attention == ("pallas" if c.data.intra_doc else "cudnn"), name
+        assert c.model.global_first_key == (name == "intra_fixed_bos"), name

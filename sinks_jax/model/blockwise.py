@@ -5,7 +5,9 @@ forward or in the backward pass (a custom VJP recomputes each block's weights fr
 LSE, as flash attention does). Causality is exploited: a query block visits only the key
 blocks at or before it, so the work is about half of the full square.
 
-The LSE output is for statistics: no gradient flows through it (its cotangent is ignored).
+The LSE output is differentiable too: d lse_i / d s_ij = A[i, j], so its cotangent g_i only
+shifts the backward pass's row term, delta_i = dout_i . out_i - g_i (used by the exact merge of
+an extra key in `fused.attend_first_key_globally`).
 """
 
 from __future__ import annotations
@@ -96,11 +98,16 @@ def _forward(q, k, v, seg, scale, block, global_first_key):
     return out, lse
 
 
-def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key):
-    """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE."""
+def _backward(q, k, v, seg, out, lse, dout, dlse, scale, block, global_first_key):
+    """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE.
+
+    dS_ij = A_ij (dout_i . v_j - delta_i) with delta_i = dout_i . out_i - dlse_i: the LSE's
+    cotangent adds dlse_i * A_ij, which is a shift of delta.
+    """
     B, K, G, Tp, D = q.shape
     n = Tp // block
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B,K,G,Tp]
+    delta = delta - dlse.astype(jnp.float32)
 
     def probs_and_ds(qi, kj):
         q_blk = _block(q, qi, block, 3)
@@ -154,8 +161,8 @@ def _attend_fwd(q, k, v, seg, scale, block, global_first_key):
 
 def _attend_bwd(scale, block, global_first_key, res, cotangents):
     q, k, v, seg, out, lse = res
-    dout, _ = cotangents  # the LSE is a statistic: its cotangent is ignored.
-    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key)
+    dout, dlse = cotangents
+    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, dlse, scale, block, global_first_key)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
