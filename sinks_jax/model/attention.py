@@ -12,7 +12,8 @@ Backends:
   blockwise  pure-JAX flash-style attention with a custom VJP (sinks_jax.model.blockwise).
   cudnn      jax.nn.dot_product_attention(implementation="cudnn"), GPU; causal, no segments.
   pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention); with
-             `global_first_key`, key 0 is merged in through the LSE (fused.attend_first_key_globally).
+             `global_first_key`, key 0 is merged in through the LSE
+             (fused.attend_first_key_globally).
 
 On TPU use `blockwise` (a splash-kernel backend is not wired in this version).
 
