@@ -5,6 +5,7 @@ enters only through a forward function passed in (`jacobian_sensitivity`) or an 
 function (`received_attention`).
 """
 
+from sinks_jax.analysis.bos_loss import bos_layouts, same_target_nll
 from sinks_jax.analysis.collapse import (
     rank_collapse,
     repeat_last_token,
@@ -38,6 +39,7 @@ from sinks_jax.analysis.values import noop_score, sink_value_ratio, value_norms
 
 __all__ = [
     "attention_entropy",
+    "bos_layouts",
     "broadcast_kv_heads",
     "drop_prefix",
     "jacobian_sensitivity",
@@ -52,6 +54,7 @@ __all__ = [
     "repeat_last_token",
     "representational_collapse",
     "representational_collapse_repeat",
+    "same_target_nll",
     "sink_indicator",
     "sink_rate",
     "sink_rate_per_head",

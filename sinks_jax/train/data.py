@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from sinks_jax import analysis
 from sinks_jax.data.loader import make_loader
 from sinks_jax.data.tokenizers import get_tokenizer
 
@@ -107,5 +108,6 @@ class DataPipeline:
                 f"no held-out document of source {self.config.data.source!r} has {length} tokens; "
                 "sink evaluation needs longer documents (set eval_sink_len lower)."
             )
-        tokens_NxTp1 = np.stack(rows[:num]).astype(np.int32)
-        return {"bos": tokens_NxTp1[:, :length], "nobos": tokens_NxTp1[:, 1 : length + 1]}
+        text_NxT = np.stack(rows[:num]).astype(np.int32)[:, 1 : length + 1]
+        with_bos_NxT, _ = analysis.bos_layouts(text_NxT, tok.bos_id)
+        return {"bos": np.asarray(with_bos_NxT), "nobos": text_NxT}

@@ -5,10 +5,11 @@
 Per step: one jitted update over `tokens_per_step` tokens (micro-batches scanned inside the
 step). Every `sink_stats_every` steps the step variant that also returns sink statistics of
 its own forward pass at full context runs instead. Every `eval_every` steps (and at the end):
-validation loss on a fixed set of held-out batches, and sink scores / rates at T = 64 on
-held-out documents with and without a leading `<bos>`. Metrics go to `metrics.jsonl` and
-TensorBoard; a tqdm bar shows loss, tokens/s and MFU. A non-finite loss or gradient stops
-the run after saving the last good state; SIGTERM saves and exits cleanly.
+validation loss on a fixed set of held-out batches, and, at T = 64 on held-out documents with
+and without a leading `<bos>`, sink scores / rates and the next-token loss on the same targets
+(`val_loss_bos`, `val_loss_nobos`). Metrics go to `metrics.jsonl` and TensorBoard; a tqdm bar
+shows loss, tokens/s and MFU. A non-finite loss or gradient stops the run after saving the
+last good state; SIGTERM saves and exits cleanly.
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         replicated=repl,
         use_segments=use_segments,
     )
-    sink_fn = step_lib.make_sink_eval(graphdef, param_shardings=p_shard, replicated=repl)
+    bos_eval_fn = step_lib.make_bos_eval(graphdef, param_shardings=p_shard, replicated=repl)
     val_batches = data.validation_batches(config.eval_batches)
     sink_sets = data.sink_eval_sequences(config.eval_sink_sequences, config.eval_sink_len)
     batch_sh = sharding.batch_sharding(mesh, accumulate=False)
@@ -182,8 +183,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             s, c = eval_fn(params, sharding.global_batch(b, batch_sh))
             total, count = total + float(s), count + float(c)
         out: dict[str, Any] = {"val_loss": total / max(count, 1.0)}
-        for name, tokens_NxT in sink_sets.items():
-            scores_LxBxH = sink_fn(params, jax.device_put(tokens_NxT, repl))
+        res = bos_eval_fn(params, *(jax.device_put(sink_sets[n], repl) for n in ("bos", "nobos")))
+        targets = sink_sets["nobos"].shape[0] * (sink_sets["nobos"].shape[1] - 1)
+        for name in ("bos", "nobos"):
+            # Table 2's loss column: the same held-out targets with and without <bos>.
+            out[f"val_loss_{name}"] = float(res[f"nll_{name}"].sum()) / targets
+            scores_LxBxH = res[f"scores_{name}"]
             for eps in step_lib.SINK_EPS:
                 out[f"val_sink_rate_{eps}_{name}"] = float(analysis.sink_rate(scores_LxBxH, eps))
             out[f"val_sink_score_{name}"] = float(scores_LxBxH.mean())

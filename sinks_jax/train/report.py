@@ -8,6 +8,8 @@ workdir. Writes DIR/report.md (the table) and three figures:
     sink_rate_vs_<key>.png  final sink rate (eps 0.3 and 0.8; with and without <bos>) against
                             the swept value
     val_loss.png            validation loss over training, per variant
+    bos_loss_vs_<key>.png   final next-token loss on the same held-out targets with <bos>+text
+                            and with text only (T = 64), against the swept value (paper Table 2)
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 
 COLUMNS = (
     ("val_loss", "val loss"),
+    ("val_loss_bos", "loss <bos>+text"),  # Table 2: the same held-out targets, with <bos> ...
+    ("val_loss_nobos", "loss text only"),  # ... and without it.
     ("val_sink_rate_0.3_bos", "sink% eps.3 <bos>"),
     ("val_sink_rate_0.8_bos", "sink% eps.8 <bos>"),
     ("val_sink_rate_0.3_nobos", "sink% eps.3 no<bos>"),
@@ -95,6 +99,15 @@ def table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _swept_axis(ax, xs: list[Any]) -> None:
+    """x axis of the swept values: log2 when numeric over a wide range, else named ticks."""
+    if all(isinstance(x, (int, float)) for x in xs):
+        if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log", base=2)
+    else:
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30, ha="right")
+
+
 def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     import matplotlib
 
@@ -141,11 +154,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
         ("val_sink_rate_0.8_nobos", "eps 0.8, no <bos>", "s--"),
     ):
         ax.plot(pos, [100 * r["final"].get(k, float("nan")) for r in runs], style, label=label)
-    if numeric:
-        if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
-            ax.set_xscale("log", base=2)
-    else:
-        ax.set_xticks(pos, [str(x) for x in xs], rotation=30, ha="right")
+    _swept_axis(ax, xs)
     ax.set(xlabel=key, ylabel="final sink rate %", title=f"final sink rate (T=64) vs {key}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -153,6 +162,26 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     paths.append(os.path.join(out_dir, f"sink_rate_vs_{key.split('.')[-1]}.png"))
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+
+    if any("val_loss_bos" in r["final"] for r in runs):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for k, label, style in (
+            ("val_loss_bos", "<bos> + text", "o-"),
+            ("val_loss_nobos", "text only", "s--"),
+        ):
+            ax.plot(pos, [r["final"].get(k, float("nan")) for r in runs], style, label=label)
+        _swept_axis(ax, xs)
+        ax.set(
+            xlabel=key,
+            ylabel="loss (nats/token), same targets",
+            title=f"final held-out loss with and without <bos> (T=64) vs {key}",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, f"bos_loss_vs_{key.split('.')[-1]}.png"))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r in runs:
