@@ -213,24 +213,25 @@ def load_prompts(path: str | None) -> list[str]:
     return texts
 
 
-def prompts_from_source(spec: str, num: int, min_chars: int = 0) -> list[str]:
-    """The first `num` documents of at least `min_chars` characters of a source's 'valid' split."""
-    from sinks_jax.data import sources  # only needed here
+def prompts_from_source(spec: str, num: int, min_tokens: int, tok: Any) -> list[list[int]]:
+    """Token ids of the first `num` documents of at least `min_tokens` tokens of a source's
+    'valid' split (`prepared:DIR` corpora are read as stored, without re-tokenising)."""
+    from sinks_jax.data import document_tokens  # only needed here
 
-    texts: list[str] = []
+    token_lists: list[list[int]] = []
     seen = 0
-    for doc in sources.get_source(spec).documents("valid"):
+    for ids in document_tokens(spec, tok, "valid"):
         seen += 1
-        if len(doc) >= min_chars:
-            texts.append(doc)
-        if len(texts) == num or seen >= 100 * num:
+        if len(ids) >= min_tokens:
+            token_lists.append([int(t) for t in ids])
+        if len(token_lists) == num or seen >= 100 * num:
             break
-    if not texts:
+    if not token_lists:
         raise ValueError(
-            f"--prompts-source {spec!r}: no document of at least {min_chars} "
-            f"characters among the first {seen}; use --short pad."
+            f"--prompts-source {spec!r}: no document of at least {min_tokens} "
+            f"tokens among the first {seen}; use --short pad."
         )
-    return texts
+    return token_lists
 
 
 def make_sequences(
@@ -418,27 +419,19 @@ def received_attention_model(
 def bos_loss_report(
     model: Transformer, token_lists: Sequence[Sequence[int]], bos_id: int, seq_len: int, batch: int
 ) -> dict[str, Any]:
-    """Mean next-token loss (nats) on the same targets with and without a leading `<bos>`.
-
-    For text tokens x_0..x_{T-1}: "with_bos" reads [<bos>, x_0..x_{T-2}] and "text_only" reads
-    [x_0..x_{T-1}]; both are scored on the targets x_1..x_{T-1}, each seeing the same text
-    before it, so the only difference is the `<bos>`.
-    """
+    """Mean next-token loss (nats) on the same targets with and without a leading `<bos>`
+    (`analysis.same_target_nll`) over the texts of at least `seq_len` tokens."""
     rows = [list(t[:seq_len]) for t in token_lists if len(t) >= seq_len]
     if not rows:
         raise ValueError(f"--loss-file: no text has {seq_len} tokens; lower --seq-len.")
-    x_NxT = jnp.asarray(rows, jnp.int32)
-    with_bos = jnp.concatenate([jnp.full((len(rows), 1), bos_id, jnp.int32), x_NxT[:, :-1]], 1)
+    with_bos, x_NxT = analysis.bos_layouts(np.asarray(rows, np.int32), bos_id)
 
     @nnx.jit  # the model is an argument, not a closure: its weights must not become constants
     def losses(model, tokens_with_bos, tokens_text):
-        lw = jax.nn.log_softmax(model(tokens_with_bos)[0].astype(jnp.float32))[:, 1:]
-        lt = jax.nn.log_softmax(model(tokens_text)[0].astype(jnp.float32))[:, :-1]
-        targets = tokens_text[:, 1:, None]
-        return (
-            -jnp.take_along_axis(lw, targets, -1).sum(),
-            -jnp.take_along_axis(lt, targets, -1).sum(),
+        nll_w, nll_t = analysis.same_target_nll(
+            model(tokens_with_bos)[0], model(tokens_text)[0], tokens_text
         )
+        return nll_w.sum(), nll_t.sum()
 
     total_w = total_t = 0.0
     for i in progress(range(0, len(rows), batch), desc="loss", unit="batch"):
@@ -816,21 +809,22 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
 
 def choose_prompts(
     args: argparse.Namespace, tok: Any, run_config: dict | None
-) -> tuple[list[str], str]:
-    """`(texts, description)`: --prompts FILE, --prompts-source SPEC, else with --workdir the
-    run's own held-out documents (a model trained on synthetic data has never seen English),
-    else the built-in paragraphs. Sets the perturbation prompt to the first drawn document."""
+) -> tuple[list[list[int]], str]:
+    """`(token lists, description)`: --prompts FILE, --prompts-source SPEC, else with --workdir
+    the run's own held-out documents (a model trained on synthetic data has never seen
+    English), else the built-in paragraphs. Sets the perturbation prompt to the first drawn
+    document. `prepared:DIR` sources are read as stored, without re-tokenising."""
     if args.prompts:
-        return load_prompts(args.prompts), f"file:{args.prompts}"
+        return [tok.encode(t) for t in load_prompts(args.prompts)], f"file:{args.prompts}"
     if args.prompts_source is None and run_config is None:
-        return load_prompts(None), "built-in paragraphs"
+        return [tok.encode(t) for t in load_prompts(None)], "built-in paragraphs"
     from_run = args.prompts_source in (None, "run")
     if from_run and run_config is None:
         raise ValueError("--prompts-source run needs --workdir (the run's data.source).")
     spec = _run_source(run_config) if from_run else args.prompts_source
-    min_chars = 0 if args.short == "pad" else args.seq_len  # a loose bound for bytes
+    min_tokens = 0 if args.short == "pad" else args.seq_len
     try:
-        texts = prompts_from_source(spec, args.num_prompts, min_chars)
+        token_lists = prompts_from_source(spec, args.num_prompts, min_tokens, tok)
     except (ValueError, FileNotFoundError) as e:
         if args.prompts_source is not None:
             raise
@@ -839,10 +833,10 @@ def choose_prompts(
             "pass --prompts FILE or --prompts-source SPEC."
         ) from e
     if args.spread_prompt is None:
-        args.spread_prompt = texts[0]
-        args.swap = args.swap or f"@{min(args.spread_len, len(tok.encode(texts[0]))) // 2}"
+        args.spread_prompt = tok.decode(token_lists[0])
+        args.swap = args.swap or f"@{min(args.spread_len, len(token_lists[0])) // 2}"
     where = "the run's held-out documents, " if from_run else ""
-    return texts, f"source:{spec} ({where}valid split)"
+    return token_lists, f"source:{spec} ({where}valid split)"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -855,8 +849,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, tok, run_config = loaded.model, loaded.tokenizer, loaded.run_config
     cfg = model.config
     bos_id = None if args.no_bos else getattr(tok, "bos_id", None)
-    texts, prompts_desc = choose_prompts(args, tok, run_config)
-    token_lists = [tok.encode(t) for t in texts]
+    token_lists, prompts_desc = choose_prompts(args, tok, run_config)
     max_id = max((max(t) for t in token_lists if t), default=-1)
     if max_id >= cfg.vocab_size or (bos_id is not None and bos_id >= cfg.vocab_size):
         raise ValueError(
@@ -877,7 +870,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tokenizer": loaded.tokenizer_spec,
         "bos_id": bos_id,
         "prompts": prompts_desc,
-        "num_prompts": len(texts),
+        "num_prompts": len(token_lists),
         "layouts": {
             "with_bos": "<bos> + first T-1 prompt tokens",
             "text_only": "first T prompt tokens",
@@ -897,7 +890,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not kept:
             lengths = sorted(len(t) for t in token_lists)
             raise ValueError(
-                f"all {len(texts)} prompts are shorter than --seq-len "
+                f"all {len(token_lists)} prompts are shorter than --seq-len "
                 f"{args.seq_len} tokens (lengths {lengths[:5]}...{lengths[-1]}); "
                 "use --short pad or a smaller --seq-len."
             )

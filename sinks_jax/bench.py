@@ -189,7 +189,7 @@ def bench_attention(args) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------ train mode
 
 
-def _train_config(args, backend: str, intra_doc: bool):
+def _train_config(args, backend: str, intra_doc: bool, global_first_key: bool = False):
     """The training config of the benchmark (paper_120m by default) for one backend."""
     from sinks_jax.train.main import load_config
 
@@ -201,6 +201,7 @@ def _train_config(args, backend: str, intra_doc: bool):
     if args.logits_dtype:
         config.model.logits_dtype = args.logits_dtype
     config.data.intra_doc = intra_doc
+    config.model.global_first_key = global_first_key  # intra_fixed_bos: key 0 seen by all.
     if args.micro_batch:
         config.micro_batch_size = args.micro_batch
     if args.tokens_per_step:
@@ -208,13 +209,18 @@ def _train_config(args, backend: str, intra_doc: bool):
     return config
 
 
-def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) -> dict:
-    """Tokens/s, step time, MFU and memory of the real jitted train step on random tokens."""
+def _train_case(args, backend: str, sink_stats: bool, packing: str, devices) -> dict:
+    """Tokens/s, step time, MFU and memory of the real jitted train step on random tokens.
+
+    `packing`: "causal" (one document per row), or a packed intra-doc cell of the packing
+    grid, "intra_bos" or "intra_fixed_bos" (the same rows; key 0 visible to every document).
+    """
     from sinks_jax.train import flops, optim, sharding
     from sinks_jax.train.state import init_state
     from sinks_jax.train import step as step_lib
 
-    config = _train_config(args, backend, intra_doc)
+    intra_doc = packing != "causal"
+    config = _train_config(args, backend, intra_doc, packing == "intra_fixed_bos")
     mcfg = ModelConfig.from_dict(config.model.to_dict())
     mesh = jax.make_mesh(
         (len(devices), 1),
@@ -275,6 +281,7 @@ def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) 
         backend=backend,
         sink_stats=sink_stats,
         intra_doc=intra_doc,
+        packing=packing,
         devices=len(devices),
         T=T,
         micro_batch=micro,
@@ -298,16 +305,17 @@ def _train_case(args, backend: str, sink_stats: bool, intra_doc: bool, devices) 
 def bench_train(args) -> list[dict[str, Any]]:
     cases = []
     for backend in args.backends:
-        cases += [(backend, False, False), (backend, True, False)]
+        cases += [(backend, False, "causal"), (backend, True, "causal")]
     if args.packed_backend:
-        cases += [(args.packed_backend, False, True), (args.packed_backend, True, True)]
+        for packing in args.packed_modes:
+            cases += [(args.packed_backend, False, packing), (args.packed_backend, True, packing)]
     records = []
     devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()[:1]
     table = Table(
         (
             "backend",
             "sink_stats",
-            "intra_doc",
+            "packing",
             "devices",
             "step_ms",
             "tokens_per_s",
@@ -316,12 +324,12 @@ def bench_train(args) -> list[dict[str, Any]]:
             "error",
         )
     )
-    for backend, stats, intra in cases:
+    for backend, stats, packing in cases:
         try:
-            rec = _train_case(args, backend, stats, intra, devices)
+            rec = _train_case(args, backend, stats, packing, devices)
         except Exception as exc:
             rec = dict(
-                mode="train", backend=backend, sink_stats=stats, intra_doc=intra, error=_error(exc)
+                mode="train", backend=backend, sink_stats=stats, packing=packing, error=_error(exc)
             )
         records.append(rec)
         table.row(rec)
@@ -335,7 +343,7 @@ def bench_scaling(args) -> list[dict[str, Any]]:
     for count in sorted({1, n}):
         devices = jax.local_devices()[:count]
         try:
-            rec = _train_case(args, args.backends[0], True, False, devices)
+            rec = _train_case(args, args.backends[0], True, "causal", devices)
         except Exception as exc:
             rec = dict(mode="train", devices=count, error=_error(exc))
         rec["mode"] = "scaling"
@@ -552,7 +560,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
     p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
     p.add_argument("--out", default=None, help="write the records as JSON here")
-    p.add_argument("--backends", nargs="+", default=None)
+    p.add_argument("--backends", nargs="*", default=None, help="train: none = packed cases only")
     p.add_argument("--seq-lens", nargs="+", type=int, default=None)
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
@@ -573,6 +581,13 @@ def _parser() -> argparse.ArgumentParser:
         "--packed-backend",
         default="pallas",
         help="backend for the packed + intra-doc case ('' to skip)",
+    )
+    p.add_argument(
+        "--packed-modes",
+        nargs="+",
+        choices=("intra_bos", "intra_fixed_bos"),
+        default=["intra_bos"],
+        help="train: packed cells timed (intra_fixed_bos: key 0 visible to every document)",
     )
     p.add_argument("--devices", type=int, default=0, help="train mode: devices (default 1)")
     p.add_argument("--per-device-batch", type=int, default=0, help="scaling: rows per device")

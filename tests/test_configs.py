@@ -158,8 +158,8 @@ def test_backend_capabilities_are_checked_before_compiling():
     # What the model config alone decides fails when the ModelConfig is built.
     with pytest.raises(ValueError, match="attention='cudnn' does not compute in dtype='float32'"):
         ModelConfig(attention="cudnn", dtype="float32")
-    with pytest.raises(ValueError, match="attention='pallas' cannot keep key 0.*'blockwise'"):
-        ModelConfig(attention="pallas", global_first_key=True)
+    with pytest.raises(ValueError, match="attention='pallas' has no sliding window"):
+        ModelConfig(attention="pallas", sliding_window=16)
 
 
 def test_capability_table_agrees_with_the_kernels():
@@ -189,6 +189,7 @@ def test_capability_table_agrees_with_the_kernels():
     assert backends.supporting(segment_ids=True, global_first_key=True, platform="gpu") == [
         "xla",
         "blockwise",
+        "pallas",
     ]
 
 
@@ -212,3 +213,13 @@ def test_packing_measures_each_document_first_token_under_intra_doc_masking():
         "intra_bos": "segment",
         "intra_fixed_bos": "window",  # the fixed <bos>, visible to all (global_first_key).
     }
+
+
+def test_packing_grid_trains_every_cell_on_a_fused_gpu_kernel():
+    """No cell falls back to the slow pure-JAX path on GPU: causal cells use cuDNN, intra-doc
+    cells Pallas (intra_fixed_bos included, with key 0 kept visible)."""
+    mod = module(os.path.join(ROOT, "configs", "packing.py"))
+    for name, arg in mod.variants("paper").items():
+        c = mod.get_config(arg)
+        assert c.model.attention == ("pallas" if c.data.intra_doc else "cudnn"), name
+        assert c.model.global_first_key == (name == "intra_fixed_bos"), name

@@ -7,11 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from sinks_jax.data import pack_documents
+from sinks_jax.data import document_tokens, get_source, pack_documents
 from sinks_jax.data.loader import make_loader
 from sinks_jax.data.prepare import main as prepare_main
 from sinks_jax.data.prepare import prepare_split
-from sinks_jax.data.sources import get_source
 from sinks_jax.data.tokenizers import ByteTokenizer
 
 
@@ -187,3 +186,17 @@ def test_loader_bad_inputs(corpus, tmp_path):
         make_loader(f"prepared:{tmp_path}", **_kw())
     with pytest.raises(ValueError, match="split 'test'"):
         make_loader(corpus[0], **_kw(split="test"))
+
+
+def test_document_tokens_of_a_prepared_corpus_are_its_documents(corpus, tmp_path):
+    spec = corpus[0] + "?holdout=0.25"
+    out = str(tmp_path / "prep")
+    assert prepare_main(["--source", spec, "--out", out, "--shard-tokens", "500"]) == 0
+    tok = ByteTokenizer()
+    for split in ("train", "valid"):  # prepared: read as stored == the text source encoded
+        want = [list(doc.encode("utf-8")) for doc in get_source(spec).documents(split)]
+        got = [ids.tolist() for ids in document_tokens(f"prepared:{out}", tok, split)]
+        assert got == want and len(got) > 0
+    assert [ids.tolist() for ids in document_tokens(spec, "byte", "valid")] == want
+    with pytest.raises(ValueError, match="--splits train,valid"):
+        next(document_tokens(f"prepared:{out}", tok, "all"))

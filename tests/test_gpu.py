@@ -40,29 +40,37 @@ def packed_segments(B, T, seed=0):
 
 @pytest.mark.parametrize("T", [256, 2048])
 @pytest.mark.parametrize(
-    "backend,segments", [("cudnn", False), ("pallas", False), ("pallas", True)]
+    "backend,segments,gfk",
+    [
+        ("cudnn", False, False),
+        ("pallas", False, False),
+        ("pallas", True, False),
+        ("pallas", True, True),  # key 0 merged in through the LSE
+    ],
 )
-def test_fused_matches_xla(T, backend, segments):
+def test_fused_matches_xla(T, backend, segments, gfk):
     q, k, v = qkv(T)
     seg = packed_segments(2, T) if segments else None
     scale = 64**-0.5
-    ref = attn.attention(q, k, v, backend="xla", scale=scale, segment_ids=seg)
-    got = attn.attention(q, k, v, backend=backend, scale=scale, segment_ids=seg)
+    kw = dict(scale=scale, segment_ids=seg, global_first_key=gfk)
+    ref = attn.attention(q, k, v, backend="xla", **kw)
+    got = attn.attention(q, k, v, backend=backend, **kw)
     out_err = float(
         jnp.abs(got.out_BxTxHxD.astype(jnp.float32) - ref.out_BxTxHxD.astype(jnp.float32)).max()
     )
     lse_err = float(jnp.abs(got.lse_BxHxT - ref.lse_BxHxT).max())
     sink = attn.sink_index(seg, T, 2, per_segment=True)
-    s_ref = attn.sink_attention(q, k, ref.lse_BxHxT, sink, scale=scale, segment_ids=seg)
-    s_got = attn.sink_attention(q, k, got.lse_BxHxT, sink, scale=scale, segment_ids=seg)
+    s_ref = attn.sink_attention(q, k, ref.lse_BxHxT, sink, **kw)
+    s_got = attn.sink_attention(q, k, got.lse_BxHxT, sink, **kw)
     sink_rel = float((jnp.abs(s_got - s_ref) / (s_ref + 1e-6)).max())
     print(
-        f"{backend} T={T} seg={segments}: out {out_err:.2e} lse {lse_err:.2e} sink rel {sink_rel:.2e}"
+        f"{backend} T={T} seg={segments} gfk={gfk}: out {out_err:.2e} lse {lse_err:.2e} "
+        f"sink rel {sink_rel:.2e}"
     )
     assert out_err < 3e-2 and lse_err < 1e-2 and sink_rel < 1e-2
 
     def loss(backend, q, k, v):
-        o = attn.attention(q, k, v, backend=backend, scale=scale, segment_ids=seg).out_BxTxHxD
+        o = attn.attention(q, k, v, backend=backend, **kw).out_BxTxHxD
         return jnp.sum(o.astype(jnp.float32) ** 2)
 
     g_ref = jax.grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2))(q, k, v)

@@ -6,6 +6,7 @@ function (`received_attention`).
 """
 
 from sinks_jax.analysis.bootstrap import bootstrap_interval
+from sinks_jax.analysis.bos_loss import bos_layouts, same_target_nll
 from sinks_jax.analysis.collapse import (
     rank_collapse,
     repeat_last_token,
@@ -41,6 +42,7 @@ from sinks_jax.analysis.values import noop_score, sink_value_ratio, value_norms
 __all__ = [
     "attention_entropy",
     "bootstrap_interval",
+    "bos_layouts",
     "broadcast_kv_heads",
     "drop_prefix",
     "jacobian_sensitivity",
@@ -55,6 +57,7 @@ __all__ = [
     "repeat_last_token",
     "representational_collapse",
     "representational_collapse_repeat",
+    "same_target_nll",
     "sink_indicator",
     "sink_profile",
     "sink_rate",

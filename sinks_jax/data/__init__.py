@@ -9,7 +9,7 @@ Imports nothing else from sinks_jax. TensorFlow is imported only by the `tfds:` 
     state = loader.get_state()        # {"index": .., "epoch": ..}: save with the checkpoint
 """
 
-from sinks_jax.data.loader import Loader, make_loader
+from sinks_jax.data.loader import Loader, document_tokens, make_loader
 from sinks_jax.data.packing import (
     FIELDS,
     MODES,
@@ -25,6 +25,7 @@ __all__ = [
     "Loader",
     "Tokenizer",
     "attention_mask_from_segments",
+    "document_tokens",
     "get_source",
     "get_tokenizer",
     "make_loader",

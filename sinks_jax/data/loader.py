@@ -248,7 +248,8 @@ class Loader:
 
 # ---------------------------------------------------------------------- constructor
 
-def _load_prepared(directory: str, split: str, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+def load_prepared(directory: str, split: str, tokenizer: Tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """A prepared split's documents back to back: `(raw_L int32, offsets_Dp1 int64)`."""
     path = os.path.join(directory, "manifest.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory!r} has no manifest.json; run `sinks-jax prepare --out "
@@ -259,7 +260,9 @@ def _load_prepared(directory: str, split: str, tokenizer: Tokenizer) -> tuple[np
         raise ValueError(f"{directory!r} was tokenised with {manifest.get('tokenizer')!r}, not "
                          f"{tokenizer.spec!r}; pass that tokenizer or prepare again.")
     if split not in manifest.get("splits", {}):
-        raise ValueError(f"{directory!r} holds splits {sorted(manifest.get('splits', {}))}, not {split!r}.")
+        raise ValueError(f"{directory!r} holds splits {sorted(manifest.get('splits', {}))}, not {split!r}; "
+                         f"run `sinks-jax prepare --out {directory} --splits train,valid ...` again "
+                         "(finished splits are kept).")
     raws, offsets, base = [], [np.zeros(1, np.int64)], 0
     for shard in manifest["splits"][split]["shards"]:
         raw = np.load(os.path.join(directory, shard["tokens"]))
@@ -269,6 +272,23 @@ def _load_prepared(directory: str, split: str, tokenizer: Tokenizer) -> tuple[np
         base += int(off[-1])
     raw_all = np.concatenate(raws) if raws else np.zeros(0, np.int32)
     return raw_all, np.concatenate(offsets)
+
+
+def document_tokens(source: str, tokenizer: str | Tokenizer, split: str = "valid") -> Iterator[np.ndarray]:
+    """The documents of a source's split as token ids (int32, no specials), in source order.
+
+    `prepared:DIR` yields its stored documents (checked to be tokenised with `tokenizer`); any
+    other source is read as text and encoded. Lazy: take what you need from the iterator.
+    """
+    check_split(split)
+    tok = get_tokenizer(tokenizer)
+    if source.startswith(PREPARED):
+        raw, offsets = load_prepared(source[len(PREPARED):], split, tok)
+        for start, stop in zip(offsets[:-1], offsets[1:]):
+            yield raw[start:stop]
+        return
+    for text in get_source(source).documents(split):
+        yield np.asarray(tok.encode(text), np.int32)
 
 
 def make_loader(
@@ -322,7 +342,7 @@ def make_loader(
     pack = _PackKwargs(seq_len, packing, intra_doc, reset_positions, tok.bos_id,
                        tok.eos_id, tok.pad_id)
     if source.startswith(PREPARED):
-        raw, offsets = _load_prepared(source[len(PREPARED):], split, tok)
+        raw, offsets = load_prepared(source[len(PREPARED):], split, tok)
         if max_documents is not None:
             offsets = offsets[: max_documents + 1]
             raw = raw[: offsets[-1]]

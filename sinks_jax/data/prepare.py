@@ -116,9 +116,9 @@ def prepare_split(source: str, tokenizer: Tokenizer, split: str, out: str, *,
 def packing_stats(out: str, split: str, tokenizer: Tokenizer, seq_len: int, mode: str,
                   intra_doc: bool, reset_positions: bool) -> dict:
     """Rows, token and loss-mask counts of a prepared split under one packing setting."""
-    from sinks_jax.data.loader import _load_prepared
+    from sinks_jax.data.loader import load_prepared
 
-    raw, offsets = _load_prepared(out, split, tokenizer)
+    raw, offsets = load_prepared(out, split, tokenizer)
     rows = PackedRows(raw, offsets, _PackKwargs(seq_len, mode, intra_doc, reset_positions,
                                                 tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id))
     real = loss = 0

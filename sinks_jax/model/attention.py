@@ -11,7 +11,9 @@ Backends:
   xla        explicit fp32 softmax; the reference and the only one that returns full maps.
   blockwise  pure-JAX flash-style attention with a custom VJP (sinks_jax.model.blockwise).
   cudnn      jax.nn.dot_product_attention(implementation="cudnn"), GPU; causal, no segments.
-  pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention).
+  pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention); with
+             `global_first_key`, key 0 is merged in through the LSE
+             (fused.attend_first_key_globally).
 
 On TPU use `blockwise` (a splash-kernel backend is not wired in this version).
 

@@ -53,7 +53,7 @@ BACKENDS: dict[str, Capabilities] = {
         platforms=("gpu",),
         dtypes=ALL_DTYPES,
         segment_ids=True,
-        global_first_key=False,
+        global_first_key=True,  # key 0 merged through the LSE (fused.attend_first_key_globally).
         seq_block=128,  # the kernel's default block (model/fused.py); Triton blocks are 2^k.
     ),
 }

@@ -7,7 +7,9 @@ blocks at or before it, so the work is about half of the full square. A sliding 
 exploited too: key blocks wholly outside it are skipped (block 0 is still visited when key 0 is
 global), so a local layer costs O(T * window), not O(T^2).
 
-The LSE output is for statistics: no gradient flows through it (its cotangent is ignored).
+The LSE output is differentiable too: d lse_i / d s_ij = A[i, j], so its cotangent g_i only
+shifts the backward pass's row term, delta_i = dout_i . out_i - g_i (used by the exact merge of
+an extra key in `fused.attend_first_key_globally`).
 """
 
 from __future__ import annotations
@@ -119,11 +121,18 @@ def _forward(q, k, v, seg, scale, block, global_first_key, window, softcap):
     return out, lse
 
 
-def _backward(q, k, v, seg, out, lse, dout, scale, block, global_first_key, window, softcap):
-    """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE."""
+def _backward(
+    q, k, v, seg, out, lse, dout, dlse, scale, block, global_first_key, window, softcap
+):
+    """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE.
+
+    dS_ij = A_ij (dout_i . v_j - delta_i) with delta_i = dout_i . out_i - dlse_i: the LSE's
+    cotangent adds dlse_i * A_ij, which is a shift of delta.
+    """
     B, K, G, Tp, D = q.shape
     n = Tp // block
     delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B,K,G,Tp]
+    delta = delta - dlse.astype(jnp.float32)
 
     def probs_and_ds(qi, kj):
         q_blk = _block(q, qi, block, 3)
@@ -180,9 +189,9 @@ def _attend_fwd(q, k, v, seg, scale, block, global_first_key, window, softcap):
 
 def _attend_bwd(scale, block, global_first_key, window, softcap, res, cotangents):
     q, k, v, seg, out, lse = res
-    dout, _ = cotangents  # the LSE is a statistic: its cotangent is ignored.
+    dout, dlse = cotangents
     statics = (scale, block, global_first_key, window, softcap)
-    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, *statics)
+    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, dlse, *statics)
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 

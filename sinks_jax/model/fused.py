@@ -5,7 +5,12 @@ The kernels' own LSE conventions differ, and this module is where they are made 
           jax.nn.dot_product_attention casts it to the output dtype and transposes it).
   pallas  jax.experimental.pallas.ops.gpu.attention: base-2 LSE of the scaled scores, float32
           [B, H, T]; multiplied by ln 2 here. Its private `_mha_forward`/`_mha_backward` are
-          called by keyword after a signature check (checked on jax 0.10.2 - 0.11.2).
+          called by keyword after a signature check (checked on jax 0.10.2 - 0.11.2), and
+          its VJP is extended to take the LSE's cotangent, so the LSE can enter a loss.
+
+`attend_first_key_globally` turns any segment-masked kernel into one where key 0 stays
+visible to every query (`global_first_key=True`), exactly, by merging key 0 into the kernel's
+result through the LSE.
 """
 
 from __future__ import annotations
@@ -114,6 +119,43 @@ def _cudnn_with_f32_lse(q, k, v, scale, window=None):
 PALLAS_VERIFIED_JAX = "0.10.2 - 0.11.2"
 
 
+def attend_first_key_globally(
+    segment_attention, q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, *, scale
+):
+    """Causal, segment-masked attention in which key 0 is visible to every query (exact).
+
+    `segment_attention(q, k, v, segment_ids, scale=...) -> (out_seg, lse_seg)` is any kernel
+    that masks causally and by segment. A query outside key 0's segment gets key 0 as one
+    extra slot, s_0 = scale * q . k_0:
+
+        lse = logaddexp(lse_seg, s_0)
+        out = exp(lse_seg - lse) * out_seg + exp(s_0 - lse) * v_0
+
+    (the softmax over the union of the two key sets); queries of key 0's own segment already
+    see it and are unchanged. The merged LSE is the LSE of the union, so sink statistics from
+    it stay exact. Gradients are autodiff through the merge, and need the kernel's VJP to
+    take the LSE's cotangent (blockwise and pallas do).
+    """
+    if segment_ids_BxT is None:  # one causal window: key 0 is visible already.
+        return segment_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, None, scale=scale)
+    out_seg_BxTxHxD, lse_seg_BxHxT = segment_attention(
+        q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale
+    )
+    H, K = q_BxTxHxD.shape[2], k_BxTxKxD.shape[2]
+    k0_BxHxD = jnp.repeat(k_BxTxKxD[:, 0], H // K, axis=1)
+    v0_BxHxD = jnp.repeat(v_BxTxKxD[:, 0], H // K, axis=1).astype(jnp.float32)
+    s0_BxHxT = scale * jnp.einsum(
+        "bthd,bhd->bht", q_BxTxHxD, k0_BxHxD, preferred_element_type=jnp.float32
+    )
+    apart_Bx1xT = (segment_ids_BxT != segment_ids_BxT[:, :1])[:, None, :]
+    s0_BxHxT = jnp.where(apart_Bx1xT, s0_BxHxT, -jnp.inf)  # -inf: the slot is already counted.
+    lse_BxHxT = jnp.logaddexp(lse_seg_BxHxT, s0_BxHxT)
+    w_seg_BxTxHx1 = jnp.exp(lse_seg_BxHxT - lse_BxHxT).transpose(0, 2, 1)[..., None]
+    w0_BxTxHx1 = jnp.exp(s0_BxHxT - lse_BxHxT).transpose(0, 2, 1)[..., None]
+    out = w_seg_BxTxHx1 * out_seg_BxTxHxD.astype(jnp.float32) + w0_BxTxHx1 * v0_BxHxD[:, None]
+    return out.astype(q_BxTxHxD.dtype), lse_BxHxT
+
+
 def _pallas_module():
     try:  # GPU-only kernels, importable anywhere (interpret mode runs on CPU).
         from jax.experimental.pallas.ops.gpu import attention as pallas_attention
@@ -181,9 +223,25 @@ def _pallas_fwd(q, k, v, seg, scale, block, interpret):
 
 
 def _pallas_bwd(scale, block, interpret, res, cotangents):
+    """The kernel's backward, extended to the LSE's cotangent.
+
+    With dS_ij = A_ij (dout_i . v_j - delta_i) and d lse_i / d s_ij = A_ij, a cotangent g_i of
+    the (natural-log) LSE shifts delta_i = dout_i . out_i to delta_i - g_i. The kernel takes
+    delta from its saved `out` only, so `out` is moved along dout_i by -g_i / |dout_i|^2; dq,
+    dk, dv are then exact. (A query whose output cotangent is exactly zero keeps no LSE
+    gradient; in `attend_first_key_globally` the LSE's cotangent is then zero as well.)
+    """
     mod = _pallas_module()
-    dout, _ = cotangents  # the LSE is a statistic: no gradient through it.
     kw = _pallas_kwargs(mod, scale, block, interpret)
+    dout, dlse2 = cotangents
+    q, k, v, seg, out, lse2 = res
+    g_BxTxHx1 = (dlse2 / math.log(2.0)).transpose(0, 2, 1)[..., None]  # d/d lse2 -> natural log
+    do = dout.astype(jnp.float32)
+    norm2_BxTxHx1 = jnp.sum(do * do, axis=-1, keepdims=True)
+    nonzero = norm2_BxTxHx1 > 0
+    shift_BxTxHx1 = jnp.where(nonzero, g_BxTxHx1 / jnp.where(nonzero, norm2_BxTxHx1, 1.0), 0.0)
+    out = (out.astype(jnp.float32) - shift_BxTxHx1 * do).astype(out.dtype)
+    res = (q, k, v, seg, out, lse2)
     dq, dk, dv, _ = _call_private(mod, "_mha_backward", res=res, do=dout, **kw)
     return dq, dk, dv, None
 
@@ -204,16 +262,21 @@ def pallas_gpu_attention(
     block_size=128,
     interpret=False,
 ):
-    """Pallas (Triton) flash attention on GPU with segment ids; K/V broadcast to query heads."""
+    """Pallas (Triton) flash attention on GPU with segment ids; K/V broadcast to query heads.
+
+    `global_first_key` runs the segment-masked kernel and merges key 0 in through the LSE
+    (`attend_first_key_globally`). `interpret=True` runs the kernel's Python body (any
+    platform, slow): for tests.
+    """
     if window is not None or softcap is not None:
         raise ValueError(
             f"attention='pallas' has no sliding window or score soft-capping (window={window}, "
             f"softcap={softcap}); use attention='cudnn' for windows or 'blockwise' for both."
         )
     if global_first_key:
-        raise ValueError(
-            "attention='pallas' cannot keep key 0 visible across segments "
-            "(global_first_key=True); use attention='blockwise'."
+        kernel = functools.partial(pallas_gpu_attention, block_size=block_size, interpret=interpret)
+        return attend_first_key_globally(
+            kernel, q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale
         )
     B, T, H, D = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
@@ -224,4 +287,4 @@ def pallas_gpu_attention(
     v = jnp.repeat(v_BxTxKxD, H // K, axis=2)
     seg = None if segment_ids_BxT is None else segment_ids_BxT.astype(jnp.int32)
     out, lse2_BxHxT = _pallas_mha(q_BxTxHxD, k, v, seg, float(scale), int(block), bool(interpret))
-    return out, jax.lax.stop_gradient(lse2_BxHxT.astype(jnp.float32) * math.log(2.0))
+    return out, lse2_BxHxT.astype(jnp.float32) * math.log(2.0)

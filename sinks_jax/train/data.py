@@ -12,6 +12,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from sinks_jax import analysis
 from sinks_jax.data.loader import make_loader
 from sinks_jax.data.tokenizers import get_tokenizer
 
@@ -89,9 +90,9 @@ class DataPipeline:
                 f"no held-out document of source {self.config.data.source!r} has {length} tokens; "
                 "sink evaluation needs longer documents (set eval_sink_len lower)."
             )
-        tokens_NxT = np.stack(rows[:num]).astype(np.int32)
-        bos_Nx1 = np.full((tokens_NxT.shape[0], 1), self.tokenizer.bos_id, np.int32)
-        return {"bos": np.concatenate([bos_Nx1, tokens_NxT[:, :-1]], axis=1), "nobos": tokens_NxT}
+        text_NxT = np.stack(rows[:num]).astype(np.int32)
+        with_bos_NxT, _ = analysis.bos_layouts(text_NxT, self.tokenizer.bos_id)
+        return {"bos": np.asarray(with_bos_NxT), "nobos": text_NxT}
 
     def _held_out_loader(self, length: int, batch_size: int, packing: str, shuffle: bool,
                          seed: int):

@@ -9,17 +9,19 @@ that cannot start leaves no workdir behind), `restore` (the newest checkpoint, i
 Per step: one jitted update over `tokens_per_step` tokens (micro-batches scanned inside the
 step). Every `sink_stats_every` steps the step variant that also returns sink statistics of
 its own forward pass at full context runs instead. Every `eval_every` steps (and at the end):
-validation loss on a fixed set of held-out batches, and sink scores / rates at T = 64 on
-held-out documents with and without a leading `<bos>`. Metrics go to `metrics.jsonl` and
-TensorBoard (a resumed run first drops the rows past its checkpoint, so each step is logged
-once); progress shows loss, tokens/s and MFU (`sinks_jax.progress`). A non-finite loss or
-gradient stops the run after saving the last good state. SIGTERM or Ctrl-C (SIGINT) stop it
-after the current step with a checkpoint and a summary; a second Ctrl-C aborts at once.
+validation loss on a fixed set of held-out batches, and, at T = 64 on held-out documents with
+and without a leading `<bos>`, sink scores / rates and the next-token loss on the same targets
+(`val_loss_bos`, `val_loss_nobos`). Metrics go to `metrics.jsonl` and TensorBoard (a resumed
+run first drops the rows past its checkpoint, so each step is logged once); progress shows
+loss, tokens/s and MFU (`sinks_jax.progress`). A non-finite loss or gradient stops the run
+after saving the last good state. SIGTERM or Ctrl-C (SIGINT) stop it after the current step
+with a checkpoint and a summary; a second Ctrl-C aborts at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -164,7 +166,7 @@ class Run:
     train_fn: Callable
     train_stats_fn: Callable
     eval_fn: Callable
-    sink_fn: Callable
+    bos_eval_fn: Callable  # (params, with_bos_NxT, text_NxT) -> sink scores and losses.
     batch_sharding: Any  # [k, B, T] train batches.
     eval_batch_sharding: Any  # [B, T] validation batches.
     replicated: Any
@@ -231,7 +233,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
             replicated=repl,
             use_segments=kw["use_segments"],
         ),
-        sink_fn=step_lib.make_sink_eval(
+        bos_eval_fn=step_lib.make_bos_eval(
             state.graphdef, param_shardings=state.param_shardings, replicated=repl
         ),
         batch_sharding=kw["batch_sharding"],
@@ -277,19 +279,32 @@ def save(run: Run, ckpt: ckpt_lib.Checkpointer, step: int) -> None:
 
 
 def evaluate(run: Run) -> dict[str, Any]:
-    """Validation loss, and sink rates and scores at T = eval_sink_len with and without <bos>."""
+    """Validation loss, and at T = eval_sink_len with and without <bos>: sink rates and scores,
+    and the next-token loss on the same held-out targets (Table 2's loss column)."""
     total = count = 0.0
     for b in run.val_batches:
         s, c = run.eval_fn(run.params, sharding.global_batch(b, run.eval_batch_sharding))
         total, count = total + float(s), count + float(c)
     out: dict[str, Any] = {"val_loss": total / max(count, 1.0)}
-    for name, tokens_NxT in run.sink_sets.items():
-        scores_LxBxH = run.sink_fn(run.params, jax.device_put(tokens_NxT, run.replicated))
+    sets = run.sink_sets
+    res = run.bos_eval_fn(
+        run.params, *(jax.device_put(sets[n], run.replicated) for n in ("bos", "nobos"))
+    )
+    targets = sets["nobos"].shape[0] * (sets["nobos"].shape[1] - 1)
+    for name in ("bos", "nobos"):
+        out[f"val_loss_{name}"] = float(res[f"nll_{name}"].sum()) / targets
+        scores_LxBxH = res[f"scores_{name}"]
         for eps in step_lib.SINK_EPS:
             out[f"val_sink_rate_{eps}_{name}"] = float(analysis.sink_rate(scores_LxBxH, eps))
         out[f"val_sink_score_{name}"] = float(scores_LxBxH.mean())
         out[f"val_sink_scores_{name}"] = np.asarray(scores_LxBxH.mean(axis=1)).tolist()
     return out
+
+
+def sink_scores(run: Run, tokens_NxT: np.ndarray) -> jax.Array:
+    """`[L, N, H]` Gu's sink score of key 0 on plain (one document per row) sequences."""
+    tokens = jax.device_put(tokens_NxT, run.replicated)
+    return run.bos_eval_fn(run.params, tokens, tokens)["scores_bos"]
 
 
 def run_steps(
@@ -394,7 +409,7 @@ def finish(
     summary = {"status": "finished", "step": step}
     summary.update({k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k})
     summary["sink_profile"] = sink_eval.final_sink_profiles(
-        lambda tokens: run.sink_fn(run.params, jax.device_put(tokens, run.replicated)),
+        functools.partial(sink_scores, run),
         run.sink_sets,
         out_dir=run.workdir if run.is_main else None,
         num_resamples=run.config.get("eval_bootstrap", 1000),

@@ -15,6 +15,8 @@ workdir. Writes DIR/report.md (the table) and the figures:
 
 Intervals are recomputed from each run's sink_scores.npz (`analysis.sink_profile`: a
 percentile bootstrap over the held-out sequences); the table shows them as `rate [low, high]`.
+    bos_loss_vs_<key>.png   final next-token loss on the same held-out targets with <bos>+text
+                            and with text only (T = eval_sink_len), against the swept value (paper Table 2)
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from sinks_jax.train import sink_eval
 
 COLUMNS = (
     ("val_loss", "val loss"),
+    ("val_loss_bos", "loss <bos>+text"),  # Table 2: the same held-out targets, with <bos> ...
+    ("val_loss_nobos", "loss text only"),  # ... and without it.
     ("val_sink_rate_0.3_bos", "sink% eps.3 <bos>"),
     ("val_sink_rate_0.8_bos", "sink% eps.8 <bos>"),
     ("val_sink_rate_0.3_nobos", "sink% eps.3 no<bos>"),
@@ -133,6 +137,15 @@ def eval_len(runs: list[dict[str, Any]]) -> str:
     return "/".join(lengths)
 
 
+def _swept_axis(ax, xs: list[Any]) -> None:
+    """x axis of the swept values: log2 when numeric over a wide range, else named ticks."""
+    if all(isinstance(x, (int, float)) for x in xs):
+        if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log", base=2)
+    else:
+        ax.set_xticks(range(len(xs)), [str(x) for x in xs], rotation=30, ha="right")
+
+
 def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     import matplotlib
 
@@ -186,11 +199,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
                [100 * b[1] - y if b else 0.0 for y, b in zip(ys, bounds)]]
         ax.errorbar(pos, ys, yerr=err, fmt=style[0] if repeated else style, capsize=3,
                     label=label)
-    if numeric:
-        if len(xs) > 1 and min(xs) > 0 and max(xs) / min(xs) >= 8:
-            ax.set_xscale("log", base=2)
-    else:
-        ax.set_xticks(pos, [str(x) for x in xs], rotation=30, ha="right")
+    _swept_axis(ax, xs)
     title = f"final sink rate (eval T={eval_len(runs)}) vs {key}"
     ax.set(xlabel=key, ylabel="final sink rate %", title=title)
     ax.grid(alpha=0.3)
@@ -203,6 +212,25 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     profiled = [r for r in runs if "0.3" in r["profile"].get("bos", {})]
     if profiled:
         paths.append(profile_figure(profiled, out_dir, plt))
+    if any("val_loss_bos" in r["final"] for r in runs):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for k, label, style in (
+            ("val_loss_bos", "<bos> + text", "o-"),
+            ("val_loss_nobos", "text only", "s--"),
+        ):
+            ax.plot(pos, [r["final"].get(k, float("nan")) for r in runs], style, label=label)
+        _swept_axis(ax, xs)
+        ax.set(
+            xlabel=key,
+            ylabel="loss (nats/token), same targets",
+            title=f"final held-out loss with and without <bos> (eval T={eval_len(runs)}) vs {key}",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, f"bos_loss_vs_{key.split('.')[-1]}.png"))
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r in runs:

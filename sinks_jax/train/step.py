@@ -295,17 +295,41 @@ def make_eval_step(
     )
 
 
-def make_sink_eval(
+def bos_eval(
+    graphdef: nnx.GraphDef, params: Params, with_bos_NxT: jax.Array, text_NxT: jax.Array
+) -> dict[str, jax.Array]:
+    """Held-out documents read twice, `<bos>` + text and text only (`analysis.bos_layouts`;
+    one document per row, causal, positions 0..T-1):
+
+      scores_bos, scores_nobos  [L, N, H]  Gu's sink score of key 0, from the model's sink_attn
+      nll_bos, nll_nobos        [N]        summed next-token loss on the same T - 1 targets
+                                           (`analysis.same_target_nll`)
+    """
+    N, T = text_NxT.shape
+    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
+    out, logits = {}, {}
+    for name, tokens_NxT in (("bos", with_bos_NxT), ("nobos", text_NxT)):
+        batch = {"tokens": tokens_NxT, "positions": positions, "segment_ids": None}
+        logits[name], aux = apply_model(
+            graphdef, params, batch, use_segments=False, collect=("sink_attn",)
+        )
+        out[f"scores_{name}"] = analysis.sink_scores_from_column(aux["sink_attn"])
+    out["nll_bos"], out["nll_nobos"] = analysis.same_target_nll(
+        logits["bos"], logits["nobos"], text_NxT
+    )
+    return out
+
+
+def make_bos_eval(
     graphdef: nnx.GraphDef, *, param_shardings: Any, replicated: Any
-) -> Callable[[Params, jax.Array], jax.Array]:
-    """`scores(params, tokens_BxT) -> [L, B, H]` Gu's sink score of key 0 on plain sequences
-    (one document per row, causal, positions 0..T-1), from the model's `sink_attn`."""
+) -> Callable[[Params, jax.Array, jax.Array], dict[str, jax.Array]]:
+    """`bos_eval` jitted with explicit shardings: `evaluate(params, with_bos_NxT, text_NxT)`."""
 
-    def body(params, tokens_BxT):
-        B, T = tokens_BxT.shape
-        positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-        batch = {"tokens": tokens_BxT, "positions": positions, "segment_ids": None}
-        _, aux = apply_model(graphdef, params, batch, use_segments=False, collect=("sink_attn",))
-        return analysis.sink_scores_from_column(aux["sink_attn"])
+    def body(params, with_bos_NxT, text_NxT):
+        return bos_eval(graphdef, params, with_bos_NxT, text_NxT)
 
-    return jax.jit(body, in_shardings=(param_shardings, replicated), out_shardings=replicated)
+    return jax.jit(
+        body,
+        in_shardings=(param_shardings, replicated, replicated),
+        out_shardings=replicated,
+    )
