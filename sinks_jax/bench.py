@@ -4,6 +4,7 @@
     sinks-jax bench attention  [--seq-lens 2048 8192 32768] [--backends ...]
     sinks-jax bench analysis   [--seq-lens 8192 32768 131072] [--model paper_120m|llama8b]
     sinks-jax bench scaling    (the train mode on 1 and on all local devices, same per-device batch)
+    sinks-jax bench compile    [--depths 2 12 48] (compile time of the forward pass against depth)
     add --quick for a seconds-long CPU smoke run; --out FILE.json for the full records.
 
 Each mode prints a table and writes JSON records (device, versions, settings, figures). Times
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sinks_jax.model import ModelConfig, Transformer
+from sinks_jax.model import ModelConfig, Transformer, forward
 from sinks_jax.model import attention as attn_lib
 
 PAPER_120M = dict(
@@ -356,6 +357,30 @@ def bench_scaling(args) -> list[dict[str, Any]]:
     return records
 
 
+def bench_compile(args) -> list[dict[str, Any]]:
+    """Seconds to lower and compile the model's forward pass at several depths: with the layers
+    scanned over stacked parameters it should barely grow with depth."""
+    records = []
+    table = Table(("num_layers", "lower_s", "compile_s"))
+    shape = dict(QUICK_SHAPE if args.quick else PAPER_120M, attention=args.backends[0])
+    tokens_BxT = jnp.zeros((1, args.seq_len), jnp.int32)
+    for i, depth in enumerate([args.depths[0], *args.depths]):  # the first: a warm-up.
+        cfg = ModelConfig(**{**shape, "num_layers": depth})
+        graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))))
+        fn = jax.jit(lambda p, t, graphdef=graphdef: forward(graphdef, p, t)[0])
+        start = time.perf_counter()
+        lowered = fn.lower(params, tokens_BxT)
+        mid = time.perf_counter()
+        lowered.compile()
+        if i == 0:
+            continue
+        rec = dict(mode="compile", num_layers=depth, lower_s=mid - start,
+                   compile_s=time.perf_counter() - mid)  # fmt: skip
+        records.append(rec)
+        table.row(rec)
+    return records
+
+
 def bench_breakdown(args) -> list[dict[str, Any]]:
     """Where a micro-step's time goes: the output head + cross-entropy alone, attention alone,
     and the whole model forward and forward+backward (the rest is the layers' matmuls and
@@ -556,7 +581,9 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("mode", choices=("train", "attention", "analysis", "scaling", "breakdown"))
+    p.add_argument(
+        "mode", choices=("train", "attention", "analysis", "scaling", "breakdown", "compile")
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
     p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
     p.add_argument("--out", default=None, help="write the records as JSON here")
@@ -592,6 +619,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", type=int, default=0, help="train mode: devices (default 1)")
     p.add_argument("--per-device-batch", type=int, default=0, help="scaling: rows per device")
     p.add_argument("--accumulation", type=int, default=1, help="scaling: micro-steps")
+    p.add_argument("--depths", nargs="+", type=int, default=[2, 12, 48], help="compile mode")
     # analysis mode
     p.add_argument("--model", choices=("paper_120m", "llama8b"), default="paper_120m")
     return p
@@ -607,6 +635,7 @@ def main(argv: list[str]) -> int:
             "scaling": ["cudnn"] if gpu else ["blockwise"],
             "analysis": ["cudnn"] if gpu else ["blockwise"],
             "breakdown": ["cudnn"] if gpu else ["blockwise"],
+            "compile": ["cudnn"] if gpu else ["blockwise"],
         }[args.mode]
     if args.seq_lens is None:
         args.seq_lens = {"attention": [2048, 8192, 32768], "analysis": [8192, 32768, 131072]}.get(
@@ -635,6 +664,7 @@ def main(argv: list[str]) -> int:
         "analysis": bench_analysis,
         "scaling": bench_scaling,
         "breakdown": bench_breakdown,
+        "compile": bench_compile,
     }[args.mode]
     records = run(args)
     if args.out:

@@ -41,3 +41,11 @@ def test_table_columns_line_up(capsys):
         cells = row.split()
         assert [row.index(c, p) for c, p in zip(cells, starts)] == starts[: len(cells)]
     assert rows[0].split()[2] == "sink_attn+received_attn" and rows[1].split()[3] == "0.1235"
+
+
+def test_bench_compile_quick(tmp_path, capsys):
+    out = tmp_path / "compile.json"
+    assert bench.main(["compile", "--quick", "--depths", "2", "4", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())["records"]
+    assert [r["num_layers"] for r in records] == [2, 4]
+    assert all(r["lower_s"] > 0 and r["compile_s"] > 0 for r in records)

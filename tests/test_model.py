@@ -1,7 +1,6 @@
 """The decoder: config validation, shapes, causality, segment isolation, statistics, scan."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -227,18 +226,16 @@ def test_hf_style_knobs_run():
     assert np.isfinite(np.asarray(logits)).all()
 
 
-def test_compile_time_does_not_grow_with_depth():
-    def compile_seconds(layers):
-        model = make(num_layers=layers)
-        graphdef, params = nnx.split(model)
-        fn = jax.jit(lambda p, t: forward(graphdef, p, t)[0])
-        start = time.perf_counter()
-        fn.lower(params, tokens()).compile()
-        return time.perf_counter() - start
+def test_program_does_not_grow_with_depth():
+    """Layers are scanned over stacked parameters: 48 layers lower to the same program as 2
+    (compile time against depth is measured by `sinks-jax bench compile`, not here)."""
 
-    compile_seconds(2)  # warm up tracing caches
-    shallow, deep = compile_seconds(2), compile_seconds(48)
-    assert deep < 3 * shallow + 1.0, (shallow, deep)
+    def dot_count(layers):
+        graphdef, params = nnx.split(make(num_layers=layers))
+        fn = jax.jit(lambda p, t: forward(graphdef, p, t)[0])
+        return fn.lower(params, tokens()).as_text().count("dot_general")
+
+    assert dot_count(2) == dot_count(48)
 
 
 def test_local_global_pattern_lowers_to_one_scanned_body():
