@@ -29,7 +29,7 @@ COMMANDS = {
     "bench": (
         "sinks_jax.bench",
         "main",
-        "benchmarks: train, attention, analysis, scaling, breakdown",
+        "benchmarks: train, attention, analysis, scaling, breakdown, compile",
     ),
     "models": ("sinks_jax.pretrained.command", "main", "list or fetch pretrained GGUF models"),
 }
