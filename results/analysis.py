@@ -112,7 +112,16 @@ def main():
         "seed spread T2048 (s0 - s1)": c("T2048_s0", "nobos") - c("T2048_s1", "nobos"),
         "T2048 - T128, seed means": (c("T2048_s0", "nobos") + c("T2048_s1", "nobos")
                                      - c("T128_s0", "nobos") - c("T128_s1", "nobos")) / 2,
+        "T2048_s0 - T128_s0": c("T2048_s0", "nobos") - c("T128_s0", "nobos"),
+        "T2048_s1 - T128_s1": c("T2048_s1", "nobos") - c("T128_s1", "nobos"),
+        "T512_s0 - T128, seed mean": c("T512_s0", "nobos") - (c("T128_s0", "nobos")
+                                                             + c("T128_s1", "nobos")) / 2,
+        "T2048, seed mean - T512_s0": (c("T2048_s0", "nobos") + c("T2048_s1", "nobos")) / 2
+                                      - c("T512_s0", "nobos"),
         "L24 - L4": d("L24", "nobos") - d("L4", "nobos"),
+        "L12 s1 (T2048_s1) - L4": c("T2048_s1", "nobos") - d("L4", "nobos"),
+        "L24 - L12 seed mean": d("L24", "nobos") - (c("T2048_s0", "nobos")
+                                                    + c("T2048_s1", "nobos")) / 2,
     }
     for label, x in nob.items():
         p(f"no<bos> {label}: {pct(boot(x, rng))}")
