@@ -159,4 +159,8 @@ def test_cudnn_model_with_local_and_global_layers_matches_xla():
     lse_err = float(jnp.abs(aux_a["lse"] - aux_b["lse"]).max())
     sink_err = float(jnp.abs(aux_a["sink_attn"] - aux_b["sink_attn"]).max())
     print(f"local/global cudnn vs xla: logits {logit_err:.2e} lse {lse_err:.2e}", sink_err)
-    assert logit_err < 5e-2 and lse_err < 2e-2 and sink_err < 1e-2
+    # bf16 activations: from the second layer on the two backends see inputs that differ by
+    # bf16 rounding, so the LSE agrees to a few bf16 ulps of its size (2^-7 relative), not
+    # to the 1e-2 of a single layer (test_cudnn_sliding_window_matches_xla).
+    lse_tol = 2**-7 * float(jnp.abs(aux_a["lse"]).max())
+    assert logit_err < 5e-2 and lse_err < lse_tol and sink_err < 1e-2, lse_tol
