@@ -80,23 +80,20 @@ def _cudnn_with_f32_lse(q, k, v, scale, window=None):
     try:
         from jax._src.cudnn import fused_attention_stablehlo as cudnn_lib
 
+        windowed = {} if window is None else {"sliding_window_length": window}
         out, lse_BxHxT = cudnn_lib.dot_product_attention(
-            q,
-            k,
-            v,
-            scale=scale,
-            mask_type=cudnn_lib.MaskType.CAUSAL,
-            sliding_window_length=window,
-            return_residual=True,
-        )
+            q, k, v, scale=scale, mask_type=cudnn_lib.MaskType.CAUSAL, return_residual=True,
+            **windowed,
+        )  # fmt: skip
     except (ImportError, AttributeError, TypeError) as e:
+        windowed = {} if window is None else {"local_window_size": (window - 1, 0)}
         out, lse_BxTxH = jax.nn.dot_product_attention(
             q,
             k,
             v,
             scale=scale,
             is_causal=True,
-            local_window_size=None if window is None else (window - 1, 0),
+            **windowed,
             implementation="cudnn",
             return_residual=True,
         )
