@@ -210,8 +210,8 @@ def test_analyze_reads_a_training_workdir(tmp_path, capsys):
     assert "jacobian" not in report["spread"] and len(report["figures"]) == 5
     # The restored weights are the saved ones: sink scores equal a direct numpy computation.
     toks = analyze.load_tokenizer("byte")
-    first = analyze.prompts_from_source(source, 1, min_chars=16)[0]
-    row = [toks.bos_id] + toks.encode(first)[:15]
+    first = analyze.prompts_from_source(source, 1, 16, toks)[0]  # token ids
+    row = [toks.bos_id] + list(first)[:15]
     _, aux = model(jnp.asarray([row], jnp.int32), collect=("attn_probs",))
     want = np.asarray(aux["attn_probs"], np.float64)[:, 0, :, :, 0].mean(-1)
     got = np.asarray(report["sinks"]["with_bos"]["sink_score_per_sequence_LxNxH"])[:, 0]
