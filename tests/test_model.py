@@ -50,7 +50,7 @@ def tokens(B=2, T=16, seed=1):
         (dict(layer_types=("local",), sliding_window=4), "1 entries for num_layers=3"),
         (dict(layer_types=("local", "global", "local")), "sliding_window=None"),
         (dict(layer_types=("local", "global", "full"), sliding_window=4), "'full'"),
-        (dict(attn_logit_softcap=50.0, attention="cudnn"), "soft-cap"),
+        (dict(attn_logit_softcap=50.0, attention="cudnn", dtype="bfloat16"), "soft-cap"),
     ],
 )
 def test_config_errors_name_the_bad_value(bad, match):

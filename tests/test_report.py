@@ -25,7 +25,7 @@ def test_categorical_sweep_table_has_unique_columns(tmp_path):
     cols = header(report.table(runs))
     assert len(cols) == len(set(cols)) and cols[:2] == ["run", "step"]
     row = [c.strip() for c in report.table(runs).splitlines()[2].strip("|").split("|")]
-    assert row[:3] == ["causal_bos", "10", "2.500"] and row[3] == "50.0"
+    assert row[:3] == ["causal_bos", "10", "2.500"] and row[cols.index("sink% eps.3 <bos>")] == "50.0"
     assert report.eval_len(runs) == "64"
 
 
