@@ -84,6 +84,8 @@ def test_prepared_run_evaluates_reports_and_analyses(tmp_path):
     argv += ["--loss-file", str(loss_file), "--out", str(out)]
     assert analyze.main(argv) == 0
     result = json.loads((out / "report.json").read_text())
-    assert result["settings"]["prompts"] == f"source:prepared:{prep}"
+    assert result["settings"]["prompts"] == (
+        f"source:prepared:{prep} (the run's held-out documents, valid split)"
+    )
     assert result["sinks"]["text_only"]["num_sequences"] == 3
     assert result["bos_loss"]["num_sequences"] == 2
