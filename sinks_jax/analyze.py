@@ -37,7 +37,7 @@ from flax import nnx
 from sinks_jax import analysis, plots
 from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.data import tokenizers
-from sinks_jax.model import ModelConfig, Transformer
+from sinks_jax.model import ModelConfig, Transformer, sink_query_mask
 from sinks_jax.model import fused
 from sinks_jax.model.transformer import layer_inv_freq
 from sinks_jax.progress import progress
@@ -418,7 +418,8 @@ def received_attention_model(
 def bos_loss_report(
     model: Transformer, token_lists: Sequence[Sequence[int]], bos_id: int, seq_len: int, batch: int
 ) -> dict[str, Any]:
-    """Mean next-token loss (nats) on the same targets with and without a leading `<bos>`.
+    """Mean next-token loss (nats) and top-1 accuracy on the same targets with and without a
+    leading `<bos>`.
 
     For text tokens x_0..x_{T-1}: "with_bos" reads [<bos>, x_0..x_{T-2}] and "text_only" reads
     [x_0..x_{T-1}]; both are scored on the targets x_1..x_{T-1}, each seeing the same text
@@ -438,18 +439,21 @@ def bos_loss_report(
         return (
             -jnp.take_along_axis(lw, targets, -1).sum(),
             -jnp.take_along_axis(lt, targets, -1).sum(),
+            jnp.sum(jnp.argmax(lw, -1) == targets[..., 0]),
+            jnp.sum(jnp.argmax(lt, -1) == targets[..., 0]),
         )
 
-    total_w = total_t = 0.0
+    totals = np.zeros(4)
     for i in progress(range(0, len(rows), batch), desc="loss", unit="batch"):
-        w, t = losses(model, with_bos[i : i + batch], x_NxT[i : i + batch])
-        total_w, total_t = total_w + float(w), total_t + float(t)
+        totals += np.asarray(losses(model, with_bos[i : i + batch], x_NxT[i : i + batch]), float)
     n = len(rows) * (seq_len - 1)
     return {
         "num_sequences": len(rows),
         "targets": n,
-        "loss_with_bos": total_w / n,
-        "loss_text_only": total_t / n,
+        "loss_with_bos": totals[0] / n,
+        "loss_text_only": totals[1] / n,
+        "top1_accuracy_with_bos": totals[2] / n,  # argmax of the next-token distribution
+        "top1_accuracy_text_only": totals[3] / n,
     }
 
 
@@ -484,7 +488,9 @@ def long_context_report(
     start = time.time()
     sink_attn, received_T = jax.block_until_ready(stats(fused_model, tokens))
     seconds = time.time() - start
-    scores_LxBxH = analysis.sink_scores_from_column(sink_attn)
+    # Local layers: only the queries inside the window of key 0 can attend to it.
+    visible_Lx1xT = sink_query_mask(model.config, length)
+    scores_LxBxH = analysis.sink_scores_from_column(sink_attn, query_mask_BxT=visible_Lx1xT)
     top = jax.lax.top_k(received_T, 8)
     try:
         peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
@@ -493,6 +499,8 @@ def long_context_report(
     return {
         "seq_len": length,
         "backend": backend,
+        "local_layers": list(model.config.local_layers),
+        "queries_scored_per_layer": np.asarray(visible_Lx1xT.sum(axis=(1, 2))).tolist(),
         "with_bos": bos_id is not None,
         "sink_scores_LxH": np.asarray(scores_LxBxH[:, 0]).tolist(),
         "sink_rate_percent": {
@@ -521,9 +529,10 @@ def batch_statistics(
     n_B = jnp.sum(valid_BxT, axis=1)
     w = valid_BxT[None, :, None, :]
     out = {
-        # alpha_0 over the real queries (one document per row: all of them see key 0).
+        # alpha_0 over the real queries that see key 0 (all of them, but past a local window).
         "scores_LxBxH": analysis.sink_scores_from_column(
-            aux["sink_attn"], query_mask_BxT=valid_BxT
+            aux["sink_attn"],
+            query_mask_BxT=(valid_BxT > 0) & sink_query_mask(cfg, tokens_BxT.shape[1]),
         ),
         "sink_vn_LxBxH": aux["value_norms"][..., 0],
         "rest_vn_LxBxH": jnp.sum(aux["value_norms"][..., 1:] * w[..., 1:], -1)
@@ -941,7 +950,8 @@ def main(argv: list[str] | None = None) -> int:
         b = report["bos_loss"]
         print(
             f"     loss: with <bos> {b['loss_with_bos']:.4f}, text only {b['loss_text_only']:.4f} "
-            f"nats ({b['targets']} targets)"
+            f"nats; top-1 accuracy {b['top1_accuracy_with_bos']:.4f} / "
+            f"{b['top1_accuracy_text_only']:.4f} ({b['targets']} targets)"
         )
     if "long_context" in report:
         lc = report["long_context"]
