@@ -152,9 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--long-context",
         type=int,
-        default=0,
-        help="also measure sinks at this many tokens (prompts/loss-file texts joined) through "
+        nargs="+",
+        default=[],
+        help="also measure sinks at each of these many tokens (the prompts joined) through "
         "a fused backend, with time and peak memory",
+    )
+    p.add_argument(
+        "--long-context-only",
+        action="store_true",
+        help="with --long-context: skip the T-token report and the figures (report.json holds "
+        "the settings and the long-context results)",
     )
     p.add_argument(
         "--long-backend",
@@ -488,6 +495,9 @@ def long_context_report(
     start = time.time()
     sink_attn, received_T = jax.block_until_ready(stats(fused_model, tokens))
     seconds = time.time() - start
+    start = time.time()
+    jax.block_until_ready(stats(fused_model, tokens))  # compiled: the run time alone
+    seconds_run = time.time() - start
     # Local layers: only the queries inside the window of key 0 can attend to it.
     visible_Lx1xT = sink_query_mask(model.config, length)
     scores_LxBxH = analysis.sink_scores_from_column(sink_attn, query_mask_BxT=visible_Lx1xT)
@@ -506,10 +516,12 @@ def long_context_report(
         "sink_rate_percent": {
             str(e): 100 * float(analysis.sink_rate(scores_LxBxH, e)) for e in eps
         },
+        "sink_score_mean": float(scores_LxBxH.mean()),
         "top_received_keys": np.asarray(top[1]).tolist(),
         "top_received_attention_sum": np.asarray(top[0]).tolist(),
         "cudnn_lse_dtype": fused.cudnn_lse_dtype() if backend == "cudnn" else None,
         "seconds_incl_compile": round(seconds, 3),
+        "seconds_compiled": round(seconds_run, 3),
         "peak_device_bytes": peak,
     }
 
@@ -895,6 +907,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backend": jax.default_backend(),
     }
     report: dict[str, Any] = {"settings": settings, "sinks": {}}
+    if args.long_context_only:
+        if not args.long_context:
+            raise ValueError("--long-context-only needs --long-context N [N ...].")
+        return _finish(args, report, t0, long_context_reports(model, token_lists, bos_id, args))
     for name, prefix in progress(layouts.items(), desc="sinks", unit="layout"):
         tokens, valid, kept = make_sequences(
             token_lists,
@@ -923,13 +939,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model, loss_tokens, bos_id, args.seq_len, args.batch_size
         )
         settings["loss_file"] = args.loss_file
-    if args.long_context:
-        report["long_context"] = long_context_report(
-            model, token_lists, bos_id, args.long_context, args.long_backend, args.eps
-        )
+    long_context = long_context_reports(model, token_lists, bos_id, args)
     os.makedirs(args.out, exist_ok=True)
     report["figures"] = [os.path.basename(p) for p in write_figures(report, args.out)]
-    settings["seconds"] = round(time.time() - t0, 2)
+    return _finish(args, report, t0, long_context)
+
+
+def long_context_reports(model, token_lists, bos_id, args) -> list[dict[str, Any]]:
+    """One `long_context_report` per --long-context length, shortest first."""
+    return [
+        long_context_report(model, token_lists, bos_id, n, args.long_backend, args.eps)
+        for n in sorted(args.long_context)
+    ]
+
+
+def _finish(args, report: dict[str, Any], t0: float, long_context: list) -> dict[str, Any]:
+    """Adds the long-context results and the run time; writes report.json."""
+    if long_context:
+        report["long_context"] = long_context
+    report["settings"]["seconds"] = round(time.time() - t0, 2)
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     return report
@@ -953,14 +982,14 @@ def main(argv: list[str] | None = None) -> int:
             f"nats; top-1 accuracy {b['top1_accuracy_with_bos']:.4f} / "
             f"{b['top1_accuracy_text_only']:.4f} ({b['targets']} targets)"
         )
-    if "long_context" in report:
-        lc = report["long_context"]
+    for lc in report.get("long_context", []):
         rates = ", ".join(f"eps={e}: {r:.2f}%" for e, r in lc["sink_rate_percent"].items())
         print(
             f"     T={lc['seq_len']} ({lc['backend']}): sink rate {rates}; "
             f"{lc['seconds_incl_compile']} s; peak {lc['peak_device_bytes']} bytes"
         )
-    print(f"wrote {os.path.join(args.out, 'report.json')} and {len(report['figures'])} figures")
+    figures = len(report.get("figures", []))
+    print(f"wrote {os.path.join(args.out, 'report.json')} and {figures} figures")
     return 0
 
 

@@ -1,6 +1,7 @@
 """`sinks-jax analyze` end to end on a tiny random model, and its model-level helpers."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -325,8 +326,9 @@ def test_analyze_loss_file_and_long_context(tmp_path):
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["bos_loss"]["num_sequences"] == 3
-    lc = report["long_context"]
+    (lc,) = report["long_context"]
     assert lc["seq_len"] == 300 and lc["backend"] == "blockwise"
+    assert lc["sink_score_mean"] == pytest.approx(np.mean(lc["sink_scores_LxH"]), rel=1e-6)
     assert np.asarray(lc["sink_scores_LxH"]).shape == (2, 4)
     assert len(lc["top_received_keys"]) == len(lc["top_received_attention_sum"]) == 8
     assert lc["cudnn_lse_dtype"] is None  # blockwise, not cuDNN
@@ -365,3 +367,14 @@ def test_long_context_scores_local_layers_over_the_queries_that_see_key_0():
     want = np.stack([col_LxHxT[0, :, :5].mean(-1), col_LxHxT[1].mean(-1)])  # local, global
     np.testing.assert_allclose(np.asarray(res["sink_scores_LxH"]), want, rtol=1e-5, atol=1e-6)
     assert res["queries_scored_per_layer"] == [5, 16]
+
+
+def test_analyze_long_context_only_measures_each_length(tmp_path):
+    out = tmp_path / "report"
+    argv = ["--init-tiny", "--long-context", "40", "24", "--long-context-only", "--out", str(out)]
+    assert analyze.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [lc["seq_len"] for lc in report["long_context"]] == [24, 40]
+    assert report["sinks"] == {} and "spread" not in report and "figures" not in report
+    assert sorted(os.listdir(out)) == ["report.json"]
+    assert analyze.main(argv[:1] + ["--long-context-only", "--out", str(out)]) == 2
