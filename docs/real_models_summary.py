@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from sinks_jax import analysis
 
@@ -122,6 +123,8 @@ def head_figure(prof: dict, name: str, path: str) -> None:
             axes[r, c].set_title(f"{label}, eps = {eps}", fontsize=9)
             axes[r, c].set_xlabel("layer")
             axes[r, c].set_ylabel("head")
+            axes[r, c].xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[r, c].yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.colorbar(im, ax=axes.ravel().tolist(), label="% of windows on which the head is a sink")
     fig.suptitle(f"{name}: per-head sink rate (T = 64)", fontsize=11)
     fig.savefig(path, dpi=110)
