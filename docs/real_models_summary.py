@@ -43,8 +43,10 @@ def spread_summary(spread: dict) -> dict:
     """Divergence after the swapped token, per layer, with and without <bos>."""
     pos = spread["swap_position"]
     out = {"old": spread["old"], "new": spread["new"], "swap_position": pos}
-    for key, name in (("divergence_with_bos_Lp1xT", "with_bos"),
-                      ("divergence_without_bos_Lp1xT", "text_only")):
+    for key, name in (
+        ("divergence_with_bos_Lp1xT", "with_bos"),
+        ("divergence_without_bos_Lp1xT", "text_only"),
+    ):
         d = np.asarray(spread[key])[:, pos + 1 :]  # the tokens after the swap
         out[f"{name}_mean_after_swap_Lp1"] = d.mean(1).tolist()
         out[f"{name}_mean_after_swap_last_layer"] = float(d[-1].mean())
@@ -83,8 +85,9 @@ def value_summary(res: dict, eps: float = 0.8) -> dict:
         "median_ratio_other_heads": float(np.median(ratio[~heads])) if (~heads).any() else None,
         "fraction_of_heads_with_ratio_below_1": float((ratio < 1).mean()),
         "spearman_ratio_vs_score": float(
-            np.corrcoef(np.argsort(np.argsort(ratio.ravel())),
-                        np.argsort(np.argsort(score.ravel())))[0, 1]
+            np.corrcoef(
+                np.argsort(np.argsort(ratio.ravel())), np.argsort(np.argsort(score.ravel()))
+            )[0, 1]
         ),
     }
 
@@ -118,8 +121,15 @@ def head_figure(prof: dict, name: str, path: str) -> None:
     for r, eps in enumerate(("0.3", "0.8")):
         for c, (layout, label) in enumerate(LAYOUTS.items()):
             rate = 100 * np.asarray(prof[name][layout][eps]["head_rate"])
-            im = axes[r, c].imshow(rate.T, vmin=0, vmax=100, cmap="viridis", aspect="auto",
-                                   origin="lower", interpolation="nearest")
+            im = axes[r, c].imshow(
+                rate.T,
+                vmin=0,
+                vmax=100,
+                cmap="viridis",
+                aspect="auto",
+                origin="lower",
+                interpolation="nearest",
+            )
             axes[r, c].set_title(f"{label}, eps = {eps}", fontsize=9)
             axes[r, c].set_xlabel("layer")
             axes[r, c].set_ylabel("head")
@@ -131,21 +141,44 @@ def head_figure(prof: dict, name: str, path: str) -> None:
 
 
 def main(root: str, names: list[str]) -> None:
-    reports = {n: json.load(open(os.path.join(root, n, "report.json"))) for n in names}
+    reports = {}
+    for n in names:
+        with open(os.path.join(root, n, "report.json")) as f:
+            reports[n] = json.load(f)
     metrics, prof = {}, {}
     for name, rep in reports.items():
         prof[name] = profiles(rep)
-        m = {"settings": {k: rep["settings"][k] for k in
-                          ("model", "seq_len", "eps", "bos_id", "prompts", "num_sequences")}}
+        m = {
+            "settings": {
+                k: rep["settings"][k]
+                for k in ("model", "seq_len", "eps", "bos_id", "prompts", "num_sequences")
+            }
+        }
         m["sinks"] = {
-            layout: {eps: {k: p[k] for k in ("rate", "rate_low", "rate_high", "score",
-                                             "score_low", "score_high", "max_head_score")}
-                     for eps, p in by_eps.items()}
+            layout: {
+                eps: {
+                    k: p[k]
+                    for k in (
+                        "rate",
+                        "rate_low",
+                        "rate_high",
+                        "score",
+                        "score_low",
+                        "score_high",
+                        "max_head_score",
+                    )
+                }
+                for eps, p in by_eps.items()
+            }
             for layout, by_eps in prof[name].items()
         }
-        m["per_layer"] = {layout: {eps: {k: p[k] for k in ("layer_rate", "layer_low", "layer_high")}
-                                   for eps, p in by_eps.items()}
-                          for layout, by_eps in prof[name].items()}
+        m["per_layer"] = {
+            layout: {
+                eps: {k: p[k] for k in ("layer_rate", "layer_low", "layer_high")}
+                for eps, p in by_eps.items()
+            }
+            for layout, by_eps in prof[name].items()
+        }
         m["bos_loss"] = rep.get("bos_loss")
         m["spread"] = spread_summary(rep["spread"])
         m["value_norms"] = {layout: value_summary(rep["sinks"][layout]) for layout in rep["sinks"]}
@@ -161,14 +194,27 @@ def main(root: str, names: list[str]) -> None:
     for name, m in metrics.items():
         for layout, by_eps in m["sinks"].items():
             for eps, p in by_eps.items():
-                print(f"| {name} | {LAYOUTS[layout]} | {eps} | {100*p['rate']:.2f} "
-                      f"[{100*p['rate_low']:.2f}, {100*p['rate_high']:.2f}] | {p['score']:.3f} "
-                      f"[{p['score_low']:.3f}, {p['score_high']:.3f}] |")
-    print(json.dumps({n: {k: m[k] for k in ("bos_loss", "value_norms")} for n, m in metrics.items()},
-                     indent=1))
+                print(
+                    f"| {name} | {LAYOUTS[layout]} | {eps} | {100 * p['rate']:.2f} "
+                    f"[{100 * p['rate_low']:.2f}, {100 * p['rate_high']:.2f}] | {p['score']:.3f} "
+                    f"[{p['score_low']:.3f}, {p['score_high']:.3f}] |"
+                )
+    print(
+        json.dumps(
+            {n: {k: m[k] for k in ("bos_loss", "value_norms")} for n, m in metrics.items()},
+            indent=1,
+        )
+    )
     print(json.dumps({n: m.get("jacobian") for n, m in metrics.items()}, indent=1))
-    print(json.dumps({n: {k: v for k, v in m["spread"].items() if "Lp1" not in k}
-                      for n, m in metrics.items()}, indent=1))
+    print(
+        json.dumps(
+            {
+                n: {k: v for k, v in m["spread"].items() if "Lp1" not in k}
+                for n, m in metrics.items()
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ def passages(text: str, per_doc: int, chars: int) -> list[tuple[int, str]]:
     starts = [s for s in starts if len(text) - s >= chars and text[s : s + 200].strip()]
     if not starts:
         return []
-    picks = sorted({starts[round(k * (len(starts) - 1) / max(per_doc - 1, 1))]
-                    for k in range(per_doc)})
+    picks = sorted(
+        {starts[round(k * (len(starts) - 1) / max(per_doc - 1, 1))] for k in range(per_doc)}
+    )
     return [(s, " ".join(text[s : s + chars].split())) for s in picks]
 
 
@@ -42,7 +43,9 @@ def main() -> None:
                     text = json.loads(line)["text"]
                     for offset, passage in passages(text, args.per_doc, args.chars):
                         doc = f"{path.split('/')[-2]}/{d}"
-                        out.write(json.dumps({"text": passage, "doc": doc, "offset": offset}) + "\n")
+                        out.write(
+                            json.dumps({"text": passage, "doc": doc, "offset": offset}) + "\n"
+                        )
                         n += 1
     print(f"wrote {n} passages to {args.out}")
 

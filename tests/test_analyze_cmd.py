@@ -304,7 +304,7 @@ def test_bos_loss_compares_the_same_targets():
     acc_w = hits(with_bos, [(p, p) for p in range(1, 10)])
     assert acc_w >= 12  # the greedy positions
     assert res["top1_accuracy_with_bos"] == acc_w / 27
-    assert res["top1_accuracy_text_only"] == hits(x, [(p, p + 1) for p in range(0, 9)]) / 27
+    assert res["top1_accuracy_text_only"] == hits(x, [(p, p + 1) for p in range(9)]) / 27
 
 
 def test_analyze_loss_file_and_long_context(tmp_path):
