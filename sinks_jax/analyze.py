@@ -152,9 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--long-context",
         type=int,
-        default=0,
-        help="also measure sinks at this many tokens (prompts/loss-file texts joined) through "
+        nargs="+",
+        default=[],
+        help="also measure sinks at each of these many tokens (the prompts joined) through "
         "a fused backend, with time and peak memory",
+    )
+    p.add_argument(
+        "--long-context-only",
+        action="store_true",
+        help="with --long-context: skip the T-token report and the figures (report.json holds "
+        "the settings and the long-context results)",
     )
     p.add_argument(
         "--long-backend",
@@ -419,8 +426,13 @@ def received_attention_model(
 def bos_loss_report(
     model: Transformer, token_lists: Sequence[Sequence[int]], bos_id: int, seq_len: int, batch: int
 ) -> dict[str, Any]:
-    """Mean next-token loss (nats) on the same targets with and without a leading `<bos>`
-    (`analysis.same_target_nll`) over the texts of at least `seq_len` tokens."""
+    """Mean next-token loss (nats) and top-1 accuracy on the same targets with and without a
+    leading `<bos>`.
+
+    For text tokens x_0..x_{T-1}: "with_bos" reads [<bos>, x_0..x_{T-2}] and "text_only" reads
+    [x_0..x_{T-1}]; both are scored on the targets x_1..x_{T-1}, each seeing the same text
+    before it, so the only difference is the `<bos>`.
+    """
     rows = [list(t[:seq_len]) for t in token_lists if len(t) >= seq_len]
     if not rows:
         raise ValueError(f"--loss-file: no text has {seq_len} tokens; lower --seq-len.")
@@ -428,21 +440,22 @@ def bos_loss_report(
 
     @nnx.jit  # the model is an argument, not a closure: its weights must not become constants
     def losses(model, tokens_with_bos, tokens_text):
-        nll_w, nll_t = analysis.same_target_nll(
-            model(tokens_with_bos)[0], model(tokens_text)[0], tokens_text
-        )
-        return nll_w.sum(), nll_t.sum()
+        logits_w, logits_t = model(tokens_with_bos)[0], model(tokens_text)[0]
+        nll_w, nll_t = analysis.same_target_nll(logits_w, logits_t, tokens_text)
+        hit_w, hit_t = analysis.same_target_hits(logits_w, logits_t, tokens_text)
+        return nll_w.sum(), nll_t.sum(), hit_w.sum(), hit_t.sum()
 
-    total_w = total_t = 0.0
+    totals = np.zeros(4)
     for i in progress(range(0, len(rows), batch), desc="loss", unit="batch"):
-        w, t = losses(model, with_bos[i : i + batch], x_NxT[i : i + batch])
-        total_w, total_t = total_w + float(w), total_t + float(t)
+        totals += np.asarray(losses(model, with_bos[i : i + batch], x_NxT[i : i + batch]), float)
     n = len(rows) * (seq_len - 1)
     return {
         "num_sequences": len(rows),
         "targets": n,
-        "loss_with_bos": total_w / n,
-        "loss_text_only": total_t / n,
+        "loss_with_bos": totals[0] / n,
+        "loss_text_only": totals[1] / n,
+        "top1_accuracy_with_bos": totals[2] / n,  # argmax of the next-token distribution
+        "top1_accuracy_text_only": totals[3] / n,
     }
 
 
@@ -477,12 +490,12 @@ def long_context_report(
     start = time.time()
     sink_attn, received_T = jax.block_until_ready(stats(fused_model, tokens))
     seconds = time.time() - start
-    start = time.time()  # again, compiled: the steady-state time
-    jax.block_until_ready(stats(fused_model, tokens))
-    steady = time.time() - start
-    # Over the queries that can see key 0 (all of them, except past the window of a local layer).
-    visible_LxBxT = sink_query_mask(model.config, length)
-    scores_LxBxH = analysis.sink_scores_from_column(sink_attn, query_mask_BxT=visible_LxBxT)
+    start = time.time()
+    jax.block_until_ready(stats(fused_model, tokens))  # compiled: the run time alone
+    seconds_run = time.time() - start
+    # Local layers: only the queries inside the window of key 0 can attend to it.
+    visible_Lx1xT = sink_query_mask(model.config, length)
+    scores_LxBxH = analysis.sink_scores_from_column(sink_attn, query_mask_BxT=visible_Lx1xT)
     top = jax.lax.top_k(received_T, 8)
     try:
         peak = jax.devices()[0].memory_stats().get("peak_bytes_in_use")
@@ -491,16 +504,19 @@ def long_context_report(
     return {
         "seq_len": length,
         "backend": backend,
+        "local_layers": list(model.config.local_layers),
+        "queries_scored_per_layer": np.asarray(visible_Lx1xT.sum(axis=(1, 2))).tolist(),
         "with_bos": bos_id is not None,
         "sink_scores_LxH": np.asarray(scores_LxBxH[:, 0]).tolist(),
         "sink_rate_percent": {
             str(e): 100 * float(analysis.sink_rate(scores_LxBxH, e)) for e in eps
         },
+        "sink_score_mean": float(scores_LxBxH.mean()),
         "top_received_keys": np.asarray(top[1]).tolist(),
         "top_received_attention_sum": np.asarray(top[0]).tolist(),
         "cudnn_lse_dtype": fused.cudnn_lse_dtype() if backend == "cudnn" else None,
         "seconds_incl_compile": round(seconds, 3),
-        "seconds": round(steady, 3),
+        "seconds_compiled": round(seconds_run, 3),
         "peak_device_bytes": peak,
     }
 
@@ -520,9 +536,10 @@ def batch_statistics(
     n_B = jnp.sum(valid_BxT, axis=1)
     w = valid_BxT[None, :, None, :]
     out = {
-        # alpha_0 over the real queries (one document per row: all of them see key 0).
+        # alpha_0 over the real queries that see key 0 (all of them, but past a local window).
         "scores_LxBxH": analysis.sink_scores_from_column(
-            aux["sink_attn"], query_mask_BxT=valid_BxT
+            aux["sink_attn"],
+            query_mask_BxT=(valid_BxT > 0) & sink_query_mask(cfg, tokens_BxT.shape[1]),
         ),
         "sink_vn_LxBxH": aux["value_norms"][..., 0],
         "rest_vn_LxBxH": jnp.sum(aux["value_norms"][..., 1:] * w[..., 1:], -1)
@@ -885,6 +902,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "backend": jax.default_backend(),
     }
     report: dict[str, Any] = {"settings": settings, "sinks": {}}
+    if args.long_context_only:
+        if not args.long_context:
+            raise ValueError("--long-context-only needs --long-context N [N ...].")
+        return _finish(args, report, t0, long_context_reports(model, token_lists, bos_id, args))
     for name, prefix in progress(layouts.items(), desc="sinks", unit="layout"):
         tokens, valid, kept = make_sequences(
             token_lists,
@@ -913,13 +934,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model, loss_tokens, bos_id, args.seq_len, args.batch_size
         )
         settings["loss_file"] = args.loss_file
-    if args.long_context:
-        report["long_context"] = long_context_report(
-            model, token_lists, bos_id, args.long_context, args.long_backend, args.eps
-        )
+    long_context = long_context_reports(model, token_lists, bos_id, args)
     os.makedirs(args.out, exist_ok=True)
     report["figures"] = [os.path.basename(p) for p in write_figures(report, args.out)]
-    settings["seconds"] = round(time.time() - t0, 2)
+    return _finish(args, report, t0, long_context)
+
+
+def long_context_reports(model, token_lists, bos_id, args) -> list[dict[str, Any]]:
+    """One `long_context_report` per --long-context length, shortest first."""
+    return [
+        long_context_report(model, token_lists, bos_id, n, args.long_backend, args.eps)
+        for n in sorted(args.long_context)
+    ]
+
+
+def _finish(args, report: dict[str, Any], t0: float, long_context: list) -> dict[str, Any]:
+    """Adds the long-context results and the run time; writes report.json."""
+    if long_context:
+        report["long_context"] = long_context
+    report["settings"]["seconds"] = round(time.time() - t0, 2)
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     return report
@@ -940,16 +974,17 @@ def main(argv: list[str] | None = None) -> int:
         b = report["bos_loss"]
         print(
             f"     loss: with <bos> {b['loss_with_bos']:.4f}, text only {b['loss_text_only']:.4f} "
-            f"nats ({b['targets']} targets)"
+            f"nats; top-1 accuracy {b['top1_accuracy_with_bos']:.4f} / "
+            f"{b['top1_accuracy_text_only']:.4f} ({b['targets']} targets)"
         )
-    if "long_context" in report:
-        lc = report["long_context"]
+    for lc in report.get("long_context", []):
         rates = ", ".join(f"eps={e}: {r:.2f}%" for e, r in lc["sink_rate_percent"].items())
         print(
             f"     T={lc['seq_len']} ({lc['backend']}): sink rate {rates}; "
             f"{lc['seconds_incl_compile']} s; peak {lc['peak_device_bytes']} bytes"
         )
-    print(f"wrote {os.path.join(args.out, 'report.json')} and {len(report['figures'])} figures")
+    figures = len(report.get("figures", []))
+    print(f"wrote {os.path.join(args.out, 'report.json')} and {figures} figures")
     return 0
 
 

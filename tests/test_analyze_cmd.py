@@ -1,6 +1,7 @@
 """`sinks-jax analyze` end to end on a tiny random model, and its model-level helpers."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -274,6 +275,9 @@ def test_bos_loss_compares_the_same_targets():
     model = tiny_model()
     rng = np.random.default_rng(0)
     texts = [list(rng.integers(0, 256, 12)) for _ in range(3)]
+    for t in texts:  # greedy tokens at even positions, so that top-1 accuracy is not zero
+        for p in range(2, 10, 2):
+            t[p] = int(np.argmax(np.asarray(model(jnp.asarray([[256] + t[:p]]))[0])[0, -1]))
     res = analyze.bos_loss_report(model, texts, bos_id=256, seq_len=10, batch=2)
     # independent: per-sequence log-softmax in numpy on the two layouts
     x = np.asarray([t[:10] for t in texts])
@@ -288,11 +292,19 @@ def test_bos_loss_compares_the_same_targets():
         )
         return -sum(logp[b, p, x[b, t]] for b in range(3) for p, t in positions)
 
+    def hits(tokens, positions):
+        pred = np.asarray(model(jnp.asarray(tokens))[0]).argmax(-1)
+        return sum(int(pred[b, p] == x[b, t]) for b in range(3) for p, t in positions)
+
     want_w = nll(with_bos, [(p, p) for p in range(1, 10)]) / 27
     want_t = nll(x, [(p, p + 1) for p in range(0, 9)]) / 27
     assert res["targets"] == 27
     np.testing.assert_allclose(res["loss_with_bos"], want_w, rtol=1e-5)
     np.testing.assert_allclose(res["loss_text_only"], want_t, rtol=1e-5)
+    acc_w = hits(with_bos, [(p, p) for p in range(1, 10)])
+    assert acc_w >= 12  # the greedy positions
+    assert res["top1_accuracy_with_bos"] == acc_w / 27
+    assert res["top1_accuracy_text_only"] == hits(x, [(p, p + 1) for p in range(9)]) / 27
 
 
 def test_analyze_loss_file_and_long_context(tmp_path):
@@ -314,8 +326,9 @@ def test_analyze_loss_file_and_long_context(tmp_path):
     assert rc == 0
     report = json.loads((out / "report.json").read_text())
     assert report["bos_loss"]["num_sequences"] == 3
-    lc = report["long_context"]
+    (lc,) = report["long_context"]
     assert lc["seq_len"] == 300 and lc["backend"] == "blockwise"
+    assert lc["sink_score_mean"] == pytest.approx(np.mean(lc["sink_scores_LxH"]), rel=1e-6)
     assert np.asarray(lc["sink_scores_LxH"]).shape == (2, 4)
     assert len(lc["top_received_keys"]) == len(lc["top_received_attention_sum"]) == 8
     assert lc["cudnn_lse_dtype"] is None  # blockwise, not cuDNN
@@ -342,3 +355,26 @@ def test_analyze_random_model_of_a_hf_shape(tmp_path):
     assert analyze.main(["--init-hf-config", str(path), "--skip-jacobian", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     assert np.asarray(report["sinks"]["with_bos"]["sink_score_mean_LxH"]).shape == (3, 4)
+
+
+def test_long_context_scores_local_layers_over_the_queries_that_see_key_0():
+    model = tiny_model(attention="blockwise", seed=4, **LOCAL_THEN_GLOBAL)  # window 5, T 16
+    texts = [list(np.random.default_rng(4).integers(3, 256, 40))]
+    res = analyze.long_context_report(model, texts, 1, 16, "blockwise", [0.3])
+    tokens = jnp.asarray([[1] + texts[0][:15]], jnp.int32)
+    _, aux = analyze.with_backend(model, "xla")(tokens, collect=("attn_probs",))
+    col_LxHxT = np.asarray(aux["attn_probs"], np.float64)[:, 0, :, :, 0]  # [L, H, T queries]
+    want = np.stack([col_LxHxT[0, :, :5].mean(-1), col_LxHxT[1].mean(-1)])  # local, global
+    np.testing.assert_allclose(np.asarray(res["sink_scores_LxH"]), want, rtol=1e-5, atol=1e-6)
+    assert res["queries_scored_per_layer"] == [5, 16]
+
+
+def test_analyze_long_context_only_measures_each_length(tmp_path):
+    out = tmp_path / "report"
+    argv = ["--init-tiny", "--long-context", "40", "24", "--long-context-only", "--out", str(out)]
+    assert analyze.main(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [lc["seq_len"] for lc in report["long_context"]] == [24, 40]
+    assert report["sinks"] == {} and "spread" not in report and "figures" not in report
+    assert sorted(os.listdir(out)) == ["report.json"]
+    assert analyze.main(argv[:1] + ["--long-context-only", "--out", str(out)]) == 2

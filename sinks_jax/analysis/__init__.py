@@ -6,7 +6,7 @@ function (`received_attention`).
 """
 
 from sinks_jax.analysis.bootstrap import bootstrap_interval
-from sinks_jax.analysis.bos_loss import bos_layouts, same_target_nll
+from sinks_jax.analysis.bos_loss import bos_layouts, same_target_hits, same_target_nll
 from sinks_jax.analysis.collapse import (
     rank_collapse,
     repeat_last_token,
@@ -43,6 +43,7 @@ __all__ = [
     "attention_entropy",
     "bootstrap_interval",
     "bos_layouts",
+    "same_target_hits",
     "broadcast_kv_heads",
     "drop_prefix",
     "jacobian_sensitivity",

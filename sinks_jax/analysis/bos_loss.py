@@ -35,3 +35,16 @@ def same_target_nll(
         return -jnp.take_along_axis(logp, targets_NxTm1x1, axis=-1)[..., 0].sum(axis=1)
 
     return nll_N(logits_with_bos_NxTxV[:, 1:]), nll_N(logits_text_NxTxV[:, :-1])
+
+
+def same_target_hits(
+    logits_with_bos_NxTxV: jax.Array, logits_text_NxTxV: jax.Array, text_NxT: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Top-1 hits (the argmax is the next token) over the targets x_1 .. x_{T-1} of each row:
+    int32 `[N]` with `<bos>` and `[N]` text only, aligned as in `same_target_nll`."""
+    targets_NxTm1 = jnp.asarray(text_NxT, jnp.int32)[:, 1:]
+
+    def hits_N(logits_NxTm1xV):
+        return jnp.sum(jnp.argmax(logits_NxTm1xV, axis=-1) == targets_NxTm1, axis=1)
+
+    return hits_N(logits_with_bos_NxTxV[:, 1:]), hits_N(logits_text_NxTxV[:, :-1])
