@@ -330,7 +330,11 @@ def load_model(args: argparse.Namespace) -> Loaded:
         desc = f"hf:{os.path.abspath(args.hf)}"
         if tok is None:
             return Loaded(model, load_tokenizer(args.tokenizer), args.tokenizer, desc, None)
-        spec = f"hf:{os.path.join(os.path.abspath(args.hf), 'tokenizer.json')}"
+        path = os.path.abspath(args.hf)
+        if path.endswith(".gguf"):  # the tokenizer the GGUF file's metadata describes
+            spec = f"gguf:{path}"
+        else:
+            spec = f"hf:{os.path.join(path, 'tokenizer.json')}"
         return Loaded(model, tok, spec, desc, None)
     try:
         from sinks_jax.train import checkpoint
