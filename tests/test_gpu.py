@@ -1,6 +1,6 @@
 """GPU-only agreement of the fused backends with the explicit xla path (bf16 tolerances).
 
-Run on a CUDA machine with `python -m pytest -m gpu tests/test_gpu.py` (with `-m gpu` the test
+Run on a CUDA machine with `python -m pytest -m gpu -n 0 tests/test_gpu.py` (with `-m gpu` the test
 set-up leaves JAX free to pick the GPU); skipped on CPU.
 """
 
