@@ -7,7 +7,16 @@ import pytest
 from sinks_jax import bench
 
 
-@pytest.mark.parametrize("mode", ["attention", "train", "analysis", "scaling", "breakdown"])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        "attention",
+        pytest.param("train", marks=pytest.mark.slow),  # several train steps: second CI stage
+        "analysis",
+        "scaling",
+        "breakdown",
+    ],
+)
 def test_bench_quick(mode, tmp_path, capsys):
     out = tmp_path / f"{mode}.json"
     assert bench.main([mode, "--quick", "--out", str(out)]) == 0

@@ -7,6 +7,7 @@ import os
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from sinks_jax import analyze
 from sinks_jax.analysis import prompts
@@ -27,6 +28,7 @@ def numpy_nll(logits_NxTxV, targets_NxT):
     return -np.take_along_axis(logp, np.asarray(targets_NxT)[..., None], -1).sum()
 
 
+@pytest.mark.slow  # end to end: in the second CI stage
 def test_prepared_run_evaluates_reports_and_analyses(tmp_path):
     prep = str(tmp_path / "prep")
     assert prepare_main(["--source", SOURCE, "--out", prep, "--max-documents", "48"]) == 0

@@ -69,6 +69,7 @@ def test_depth_and_packing_runs():
         family().get_config("experiment=width")
 
 
+@pytest.mark.slow  # end to end: in the second CI stage
 def test_tiny_run_writes_sink_profile_and_report(tmp_path):
     workdir = str(tmp_path / "T128_s0")
     config = load_config(f"{PATH}:experiment=context,size=tiny,seq_len=128",

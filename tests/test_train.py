@@ -228,6 +228,7 @@ def test_grad_accumulation_equals_one_big_step():
     _assert_same_adam_update(params, pa, pb, grads, float(optim.make_schedule(opt, 10)(1)))
 
 
+@pytest.mark.slow  # end to end: in the second CI stage
 def test_jitted_micro_step_loop_equals_one_big_step_on_8_devices():
     """make_train_step's per-micro-batch calls (k > 1) give the update of one big step."""
     graphdef, params = init()

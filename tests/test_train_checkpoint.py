@@ -60,6 +60,7 @@ def params_of(workdir):
     return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model))), run_config
 
 
+@pytest.mark.slow  # end to end: in the second CI stage
 def test_resume_after_sigterm_equals_uninterrupted(tmp_path, record_batches):
     seen, plan = record_batches
     config = tiny_config()
@@ -133,6 +134,7 @@ def test_stop_request_first_ctrl_c_asks_the_second_aborts(capsys):
     assert "Ctrl-C again aborts" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end: in the second CI stage
 def test_corrupted_newest_checkpoint_fails_loudly(tmp_path, monkeypatch, capsys):
     config = tiny_config(num_steps=4, checkpoint_every=2, eval_every=4)
     workdir = str(tmp_path / "run")
@@ -159,6 +161,7 @@ def test_corrupted_newest_checkpoint_fails_loudly(tmp_path, monkeypatch, capsys)
     assert "delete that folder" in err[0] and newest in err[0] and len(err[0]) < 400
 
 
+@pytest.mark.slow  # end to end: in the second CI stage
 def test_ctrl_c_saves_writes_summary_and_resumes(tmp_path):
     """`sinks-jax train` in a subprocess: Ctrl-C once it is stepping, then the same run resumed."""
     workdir, log = tmp_path / "run", tmp_path / "stderr.txt"
