@@ -278,7 +278,7 @@ def test_gemma2_soft_capping(tmp_path):
     assert c.local_layers == (True, False, True) and not c.qk_norm and c.rope_local_theta is None
     assert (c.attn_logit_softcap, c.final_logit_softcap) == (3.0, 2.0)
     with pytest.raises(ValueError, match="soft-cap"):
-        hf.load(str(tmp_path), attention="cudnn", progress=False)
+        hf.load(str(tmp_path), attention="cudnn", dtype="bfloat16", progress=False)
 
 
 def test_gemma3_config_layouts_match_transformers():
