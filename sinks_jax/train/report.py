@@ -12,11 +12,12 @@ workdir. Writes DIR/report.md (the table) and the figures:
     sink_profile.png        per-layer sink rate (eps 0.3, <bos>) with 95 % intervals, and the
                             per-head rates, per variant (runs that finished with the
                             per-sequence scores of their final evaluation, sink_scores.npz)
+    bos_loss_vs_<key>.png   final next-token loss on the same held-out targets with <bos>+text
+                            and with text only (T = eval_sink_len), against the swept value
+                            (paper Table 2)
 
 Intervals are recomputed from each run's sink_scores.npz (`analysis.sink_profile`: a
 percentile bootstrap over the held-out sequences); the table shows them as `rate [low, high]`.
-    bos_loss_vs_<key>.png   final next-token loss on the same held-out targets with <bos>+text
-                            and with text only (T = eval_sink_len), against the swept value (paper Table 2)
 """
 
 from __future__ import annotations
@@ -137,6 +138,16 @@ def eval_len(runs: list[dict[str, Any]]) -> str:
     return "/".join(lengths)
 
 
+def _save(fig, ax, path: str, plt) -> str:
+    """Grid, legend, tight layout; write the figure to `path` and close it."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _swept_axis(ax, xs: list[Any]) -> None:
     """x axis of the swept values: log2 when numeric over a wide range, else named ticks."""
     if all(isinstance(x, (int, float)) for x in xs):
@@ -202,12 +213,8 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     _swept_axis(ax, xs)
     title = f"final sink rate (eval T={eval_len(runs)}) vs {key}"
     ax.set(xlabel=key, ylabel="final sink rate %", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, f"sink_rate_vs_{key.split('.')[-1]}.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    short_key = key.split(".")[-1]
+    paths.append(_save(fig, ax, os.path.join(out_dir, f"sink_rate_vs_{short_key}.png"), plt))
 
     profiled = [r for r in runs if "0.3" in r["profile"].get("bos", {})]
     if profiled:
@@ -225,12 +232,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             ylabel="loss (nats/token), same targets",
             title=f"final held-out loss with and without <bos> (eval T={eval_len(runs)}) vs {key}",
         )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(os.path.join(out_dir, f"bos_loss_vs_{key.split('.')[-1]}.png"))
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(_save(fig, ax, os.path.join(out_dir, f"bos_loss_vs_{short_key}.png"), plt))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for r in runs:
@@ -241,12 +243,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             label=r["name"],
         )
     ax.set(xlabel="training step", ylabel="validation loss (nats/token)", title="validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(os.path.join(out_dir, "val_loss.png"))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, ax, os.path.join(out_dir, "val_loss.png"), plt))
     return paths
 
 
