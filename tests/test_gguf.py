@@ -439,10 +439,6 @@ def test_gemma3_gguf_logits_match_transformers(tmp_path):
     src = _hf_gemma3()
     path = _write_gemma3(tmp_path, src)
     config, _, _ = gg.read_gguf(path)
-    try:
-        hf.config_from_hf_dict(config)
-    except ValueError as e:
-        pytest.xfail(f"this branch's hf.py has no Gemma 3 model: {e}"[:200])
     ref = transformers.AutoModelForCausalLM.from_pretrained(
         str(tmp_path), gguf_file="g.gguf", dtype=torch.float32
     ).eval()

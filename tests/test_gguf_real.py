@@ -83,10 +83,6 @@ def test_gemma3_config_tokenizer_and_logits():
     ref_model, ref_tok = _transformers("gemma3-270m")
     for text in TEXTS + ["tabs\tand  two spaces\n\nand 1234"]:
         assert tok.encode(text) == ref_tok.encode(text, add_special_tokens=False), text
-    try:
-        hf.config_from_hf_dict(config)
-    except ValueError as e:
-        pytest.xfail(f"this branch's hf.py has no Gemma 3 model: {e}"[:200])
     model, _ = hf.load(folder, progress=False)
     ids = [[tok.bos_id] + tok.encode(TEXTS[0])]
     ours, _ = model(np.asarray(ids, dtype=np.int32))
