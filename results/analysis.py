@@ -26,6 +26,7 @@ CONTEXT = ("T128_s0", "T128_s1", "T512_s0", "T2048_s0", "T2048_s1")
 DEPTH = ("L4", "L12", "L24")
 SEQ_LEN = {"T128_s0": 128, "T128_s1": 128, "T512_s0": 512, "T2048_s0": 2048, "T2048_s1": 2048}
 LAYERS = {"L4": 4, "L12": 12, "L24": 24}  # L12 is a copy of context/T2048_s0.
+PACKING = ("causal_bos", "causal_fixed_bos", "intra_eos", "intra_bos", "intra_fixed_bos")
 
 
 def run_dir(exp, name):
@@ -141,6 +142,8 @@ def main():
     for label, x in nob.items():
         p(f"no<bos> {label}: {pct(boot(x, rng))}")
 
+    packing(p, rng)
+
     p(
         "\n## during training: held-out rate eps 0.3 <bos> / text-only (%), and the in-step"
         " statistic at the training context (rate eps 0.3 %, largest head's mean attention to key 0)"
@@ -175,6 +178,60 @@ def main():
     with open(os.path.join(HERE, "analysis.txt"), "w") as f:
         f.write(out_txt + "\n")
     figures()
+
+
+def packing(p, rng):
+    """Table 2: the five packing cells; paired differences over the same held-out windows."""
+    p("\n## packing (Table 2): final evaluation")
+    for name in PACKING:
+        s = summary("packing", name)
+        p(
+            f"{name}: val {s['val_loss']:.3f} | loss <bos>+text {s['val_loss_bos']:.3f}, text only"
+            f" {s['val_loss_nobos']:.3f}, text only - <bos> {s['val_loss_nobos'] - s['val_loss_bos']:+.3f}"
+            f" nats | sink eps 0.3 <bos> {100 * s['val_sink_rate_0.3_bos']:.2f}, text only"
+            f" {100 * s['val_sink_rate_0.3_nobos']:.2f}"
+        )
+    w = {n: {f: per_window("packing", n, 0.3, f) for f in ("bos", "nobos")} for n in PACKING}
+    rerun = {f: per_window("context", "T2048_s0", 0.3, f) for f in ("bos", "nobos")}
+    pairs = {
+        "causal_fixed_bos - causal_bos, <bos>": w["causal_fixed_bos"]["bos"]
+        - w["causal_bos"]["bos"],
+        "intra_fixed_bos - intra_bos, <bos>": w["intra_fixed_bos"]["bos"] - w["intra_bos"]["bos"],
+        "intra_bos - intra_eos, <bos>": w["intra_bos"]["bos"] - w["intra_eos"]["bos"],
+        "intra_bos - intra_eos, text only": w["intra_bos"]["nobos"] - w["intra_eos"]["nobos"],
+        "causal_bos (packing) - T2048_s0 (context), same config, <bos>": w["causal_bos"]["bos"]
+        - rerun["bos"],
+        "causal_bos (packing) - T2048_s0 (context), same config, text only": w["causal_bos"][
+            "nobos"
+        ]
+        - rerun["nobos"],
+    }
+    pairs.update({f"{n}: <bos> - text only": w[n]["bos"] - w[n]["nobos"] for n in PACKING})
+    p(
+        f"\n## packing: paired differences, eps 0.3, points, 95 % bootstrap over windows ({RESAMPLES})"
+    )
+    for label, x in pairs.items():
+        p(f"{label}: {pct(boot(x, rng))}")
+    p("\n## packing: where the sinks are (eps 0.3, <bos>): layers >= 1 %, heads >= 10 %")
+    for name in PACKING:
+        q = summary("packing", name)["sink_profile"]["bos"]["0.3"]
+        lr, hr = np.array(q["layer_rate"]), np.array(q["head_rate"])
+        layers = ", ".join(f"L{i + 1} {100 * r:.1f}" for i, r in enumerate(lr) if r >= 0.01)
+        heads = ", ".join(
+            f"L{i + 1}H{j + 1} {100 * hr[i, j]:.0f}" for i, j in zip(*np.nonzero(hr >= 0.10))
+        )
+        p(f"{name}: layers [{layers}]; heads [{heads}]")
+    p("\n## packing: held-out eval during training, step: sink eps 0.3 <bos>/text only (%), loss")
+    for name in PACKING:
+        ev = [m for m in metrics("packing", name) if "val_loss" in m]
+        p(
+            f"{name}: "
+            + "; ".join(
+                f"{m['step']}: {100 * m['val_sink_rate_0.3_bos']:.1f}/"
+                f"{100 * m['val_sink_rate_0.3_nobos']:.1f} loss {m['val_loss']:.3f}"
+                for m in ev
+            )
+        )
 
 
 def curves(exp, name):
