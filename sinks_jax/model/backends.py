@@ -2,7 +2,7 @@
 
 `BACKENDS` is the single list of backend names (`ModelConfig.attention`); `sinks_jax.model.
 attention` dispatches on it. The table is checked before anything compiles: what the model
-config alone decides (dtype, `global_first_key`) in `ModelConfig.__post_init__`, what depends
+config alone decides (dtype, `global_first_key`, `attention_variant`) in `ModelConfig.__post_init__`, what depends
 on the run (segment ids from intra-document packing, the sequence length, the machine's JAX
 platform) when a training config is validated (`sinks_jax.train.validate`).
 
@@ -25,6 +25,7 @@ class Capabilities:
     segment_ids: bool  # intra-document masking (data.intra_doc=True).
     global_first_key: bool  # key 0 visible to every query across documents.
     seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
+    sigmoid: bool = False  # its own path for attention_variant="sigmoid" (model/variants.py).
 
 
 BACKENDS: dict[str, Capabilities] = {
@@ -34,6 +35,7 @@ BACKENDS: dict[str, Capabilities] = {
         segment_ids=True,
         global_first_key=True,
         seq_block=1,
+        sigmoid=True,
     ),
     "blockwise": Capabilities(
         platforms=ALL_PLATFORMS,
@@ -41,6 +43,7 @@ BACKENDS: dict[str, Capabilities] = {
         segment_ids=True,
         global_first_key=True,
         seq_block=1,  # pads T to its block itself.
+        sigmoid=True,
     ),
     "cudnn": Capabilities(
         platforms=("gpu",),
@@ -74,6 +77,7 @@ def problems(
     global_first_key: bool = False,
     seq_len: int | None = None,
     platform: str | None = None,
+    variant: str | None = None,
 ) -> list[str]:
     """What backend `name` cannot do of what is asked (None: not asked); [] when it can."""
     if name not in BACKENDS:
@@ -88,6 +92,8 @@ def problems(
         out.append("has no segment ids (intra-document masking, data.intra_doc=True)")
     if global_first_key and not c.global_first_key:
         out.append("cannot keep key 0 visible across documents (global_first_key=True)")
+    if variant == "sigmoid" and not c.sigmoid:
+        out.append("has no sigmoid attention (attention_variant='sigmoid')")
     if seq_len is not None and not seq_len_fits(seq_len, c.seq_block):
         out.append(
             f"needs sequence lengths that are multiples of {c.seq_block} (or powers of two "
