@@ -209,9 +209,8 @@ def attention(
         out, lse = kernel(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids)
         if backend == "cudnn" and variant in variants_lib.SLOT_VARIANTS:
             # cuDNN's VJP drops the LSE's cotangent; the slot merge needs it.
-            out_of_values = lambda v: kernel(q_BxTxHxD, k_BxTxKxD, v, segment_ids)[0]
             lse = variants_lib.lse_with_gradient(
-                out_of_values, q_BxTxHxD, k_BxTxKxD, lse, scale=scale
+                lambda q, k, v: kernel(q, k, v, None)[0], q_BxTxHxD, k_BxTxKxD, lse, scale=scale
             )
         res = AttentionOut(out, lse, None)
         return _apply_variant(res, variant, slot, q_BxTxHxD, scale, softcap)
