@@ -349,3 +349,25 @@ def test_train_step_logs_the_noop_mass():
     _, aux = nnx.merge(graphdef, state)(jnp.asarray(batch["tokens"][0]), collect=("noop_mass",))
     want = (aux["noop_mass"][:, 0].sum(-1) + aux["noop_mass"][:, 1, :, :12].sum(-1)) / 28
     np.testing.assert_allclose(m["noop_mass"], want, atol=1e-6)
+
+
+@pytest.mark.slow  # the Pallas kernel interpreted on the CPU: the second CI stage.
+def test_pallas_route_with_a_slot_matches_xla(monkeypatch):
+    """The Pallas kernel (interpret mode on the CPU) under the dispatcher: its differentiable
+    LSE carries the slot merge's gradient; with segments and key 0 global."""
+    from sinks_jax.model import fused
+
+    pallas = fused.pallas_gpu_attention
+    monkeypatch.setattr(fused, "pallas_gpu_attention",
+                        functools.partial(pallas, block_size=8, interpret=True))  # fmt: skip
+    q, k, v, slot = inputs(6)
+    seg = segments()
+
+    def loss(backend, q, k, v, slot):
+        res = run(backend, "kv_bias", q, k, v, slot, seg, global_first_key=True)
+        return jnp.sum(jnp.sin(res.out_BxTxHxD)) + jnp.sum(jnp.cos(res.lse_BxHxT))
+
+    grad = lambda backend: jax.jit(jax.grad(functools.partial(loss, backend), (0, 1, 2, 3)))
+    g_ref, g = grad("xla")(q, k, v, slot), grad("pallas")(q, k, v, slot)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
