@@ -173,18 +173,19 @@ def attention(
             "fused backends give the LSE and sink statistics instead."
         )
     sigmoid_bias = variants_lib.sigmoid_bias(T) if variant == "sigmoid" else None
-    if sigmoid_bias is not None and not BACKENDS.get(backend, BACKENDS["xla"]).sigmoid:
+    if sigmoid_bias is not None and backend in BACKENDS and not BACKENDS[backend].sigmoid:
         raise ValueError(
             f"attention: backend={backend!r} has no sigmoid attention; use 'xla' or 'blockwise'."
         )
-    masks = dict(segment_ids=segment_ids, global_first_key=global_first_key, window=window)
     if backend == "xla":
         res = xla_attention(
             q_BxTxHxD,
             k_BxTxKxD,
             v_BxTxKxD,
             scale=scale,
-            **masks,
+            segment_ids=segment_ids,
+            global_first_key=global_first_key,
+            window=window,
             softcap=softcap,
             return_probs=return_probs,
             sigmoid_bias=sigmoid_bias,
@@ -207,10 +208,15 @@ def attention(
             softcap=softcap,
         )
         out, lse = kernel(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids)
-        if backend == "cudnn" and variant in variants_lib.SLOT_VARIANTS:
-            # cuDNN's VJP drops the LSE's cotangent; the slot merge needs it.
+        if variant in variants_lib.SLOT_VARIANTS and not BACKENDS[backend].lse_gradient:
+            # The kernel's VJP drops the LSE's cotangent (cuDNN); the slot merge needs it.
             lse = variants_lib.lse_with_gradient(
-                lambda q, k, v: kernel(q, k, v, None)[0], q_BxTxHxD, k_BxTxKxD, lse, scale=scale
+                lambda q, k, v, seg: kernel(q, k, v, seg)[0],
+                q_BxTxHxD,
+                k_BxTxKxD,
+                lse,
+                segment_ids,
+                scale=scale,
             )
         res = AttentionOut(out, lse, None)
         return _apply_variant(res, variant, slot, q_BxTxHxD, scale, softcap)

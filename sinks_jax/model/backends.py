@@ -26,6 +26,8 @@ class Capabilities:
     global_first_key: bool  # key 0 visible to every query across documents.
     seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
     sigmoid: bool = False  # its own path for attention_variant="sigmoid" (model/variants.py).
+    lse_gradient: bool = True  # its VJP takes the LSE's cotangent (else the slot variants
+    # restore it with one more kernel call: variants.lse_with_gradient).
 
 
 BACKENDS: dict[str, Capabilities] = {
@@ -51,6 +53,7 @@ BACKENDS: dict[str, Capabilities] = {
         segment_ids=False,
         global_first_key=False,
         seq_block=1,
+        lse_gradient=False,  # the cuDNN layer's VJP drops it.
     ),
     "pallas": Capabilities(
         platforms=("gpu",),
