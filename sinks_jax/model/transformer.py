@@ -235,7 +235,7 @@ class Block(nnx.Module):
         cfg = self.cfg
         variant = "softmax" if cfg.attention_variant == "gated" else cfg.attention_variant
         slot = variants_lib.Slot(
-            logit_H=self._w("sink_logit") if variant == "sink_logit" else None,
+            logit_H=self.sink_logit[...] if variant == "sink_logit" else None,  # fp32 as stored.
             key_KxD=self._w("bk_slot") if variant == "kv_bias" else None,
             value_KxD=self._w("bv_slot") if variant == "kv_bias" else None,
         )
