@@ -30,7 +30,7 @@ BACKENDS = ("xla", "blockwise")
 def numpy_variant(q, k, v, variant, seg=None, gfk=False, window=None, softcap=None, slot=None):
     """Brute force, float64: (out [B,T,H,D], full-row lse [B,H,T], noop [B,H,T], weight of
     every real key [B,H,T,T]). Slot variants append one key (its logit) and value to the row;
-    sigmoid weighs each visible key by sigmoid(s - log T)."""
+    sigmoid weighs each visible key by sigmoid(s - log n), n the number of keys the query sees."""
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     Bq, Tq, Hq, Dq = q.shape
     Kq = k.shape[2]
@@ -52,7 +52,7 @@ def numpy_variant(q, k, v, variant, seg=None, gfk=False, window=None, softcap=No
                 if softcap is not None:
                     s = softcap * np.tanh(s / softcap)
                 if variant == "sigmoid":
-                    w = 1 / (1 + np.exp(-(s - math.log(Tq))))
+                    w = 1 / (1 + np.exp(-(s - math.log(len(seen)))))
                     out[b, i, h] = w @ vals
                     lse[b, h, i] = np.log(w.sum())
                     noop[b, h, i] = 1 - w.sum()
@@ -131,12 +131,40 @@ MASKS = [
 ]
 
 
+def kw_masks(kw):
+    return dict(global_first_key=kw["global_first_key"], window=kw["window"])
+
+
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("gfk", [False, True])
+def test_visible_count_is_the_row_sum_of_the_mask(window, gfk):
+    seg = segments()
+    count = attn.visible_count(T, jnp.asarray(seg), gfk, window)
+    idx = np.arange(T)
+    mask = (idx[None, :] <= idx[:, None]) & (seg[:, :, None] == seg[:, None, :])
+    if window is not None:
+        mask &= (idx[:, None] - idx[None, :] < window)[None]
+    if gfk:
+        mask[:, :, 0] = True
+    np.testing.assert_array_equal(count, mask.sum(-1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigmoid_output_does_not_depend_on_later_tokens(backend):
+    """b_i = -log n_i depends on what query i sees only: a prefix gives the same outputs."""
+    q, k, v, slot = inputs(8)
+    full = run(backend, "sigmoid", q, k, v, slot)
+    prefix = run(backend, "sigmoid", q[:, :10], k[:, :10], v[:, :10], slot)
+    np.testing.assert_allclose(prefix.out_BxTxHxD, full.out_BxTxHxD[:, :10], atol=1e-6)
+    np.testing.assert_allclose(prefix.lse_BxHxT, full.lse_BxHxT[..., :10], atol=1e-6)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", [*SOFTMAX_SLOTS, "sigmoid"])
 @pytest.mark.parametrize("mask", MASKS, ids=lambda m: ",".join(m) or "causal")
 def test_variant_matches_numpy(backend, variant, mask):
     """softmax_plus_one: an extra key of logit 0 and value 0; sink_logit: logit s_h; kv_bias:
-    the slot concatenated to K and V; sigmoid: sigmoid(s - log T) on the visible keys. Outputs,
+    the slot concatenated to K and V; sigmoid: sigmoid(s - log n) on the n visible keys. Outputs,
     full-row LSE, noop mass, and the sink column (the weight of key 0) from the LSE."""
     q, k, v, slot = inputs()
     seg = segments() if mask.get("seg") else None
@@ -149,7 +177,8 @@ def test_variant_matches_numpy(backend, variant, mask):
     np.testing.assert_allclose(res.lse_BxHxT, lse, atol=1e-5)
     np.testing.assert_allclose(res.noop_BxHxT, noop, atol=1e-5)
     sink = attn.sink_index(None if seg is None else jnp.asarray(seg), T, B, per_segment=False)
-    bias = variants.sigmoid_bias(T) if variant == "sigmoid" else None
+    count = attn.visible_count(T, None if seg is None else jnp.asarray(seg), **kw_masks(kw))
+    bias = variants.sigmoid_bias(count) if variant == "sigmoid" else None
     col = attn.sink_attention(
         q, k, res.lse_BxHxT, sink, scale=SCALE, segment_ids=None if seg is None else
         jnp.asarray(seg), sigmoid_bias=bias, **kw,

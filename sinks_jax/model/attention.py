@@ -78,6 +78,29 @@ def visible_mask(
     return near_1xTxT
 
 
+def visible_count(
+    seq_len: int,
+    segment_ids_BxT: jax.Array | None = None,
+    global_first_key: bool = False,
+    window: int | jax.Array | None = None,
+) -> jax.Array:
+    """[B or 1, T] int32: how many keys each query sees (the row sums of `visible_mask`), O(T).
+
+    `window` may be traced (a per-layer value).
+    """
+    batch = 1 if segment_ids_BxT is None else segment_ids_BxT.shape[0]
+    idx_1xT = jnp.arange(seq_len, dtype=jnp.int32)[None]
+    start_BxT = sink_index(segment_ids_BxT, seq_len, batch, per_segment=True)
+    n_BxT = idx_1xT - start_BxT + 1
+    key0_seen_BxT = start_BxT == 0
+    if window is not None:
+        n_BxT = jnp.minimum(n_BxT, window)
+        key0_seen_BxT = key0_seen_BxT & (idx_1xT < window)
+    if global_first_key:
+        n_BxT = n_BxT + (~key0_seen_BxT).astype(jnp.int32)
+    return n_BxT
+
+
 def xla_attention(
     q_BxTxHxD,
     k_BxTxKxD,
@@ -93,8 +116,9 @@ def xla_attention(
 ) -> AttentionOut:
     """Explicit attention: fp32 scores and softmax, T x T memory.
 
-    `sigmoid_bias` b (not None): sigmoid attention, weights sigmoid(s + b) on the visible keys
-    without row normalisation; the LSE is then the log of each row's total weight.
+    `sigmoid_bias` b ([B or 1, T], not None): sigmoid attention, weights sigmoid(s_ij + b_i)
+    on the visible keys without row normalisation; the LSE is then the log of each row's
+    total weight.
     """
     B, T, H, D = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
@@ -110,7 +134,8 @@ def xla_attention(
         lse_BxKxGxT = jax.nn.logsumexp(s_BxKxGxTxS, axis=-1)
         p_BxKxGxTxS = jnp.exp(s_BxKxGxTxS - lse_BxKxGxT[..., None])
     else:
-        p_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, jax.nn.sigmoid(s_BxKxGxTxS + sigmoid_bias), 0.0)
+        b_Bx1x1xTx1 = sigmoid_bias[:, None, None, :, None]
+        p_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, jax.nn.sigmoid(s_BxKxGxTxS + b_Bx1x1xTx1), 0.0)
         lse_BxKxGxT = jnp.log(p_BxKxGxTxS.sum(-1))
     out_BxTxKxGxD = jnp.einsum(
         "bkgts,bskd->btkgd",
@@ -172,7 +197,10 @@ def attention(
             f"attention: full attention maps need backend='xla', not {backend!r}; "
             "fused backends give the LSE and sink statistics instead."
         )
-    sigmoid_bias = variants_lib.sigmoid_bias(T) if variant == "sigmoid" else None
+    sigmoid_bias = None
+    if variant == "sigmoid":
+        count_BxT = visible_count(T, segment_ids, global_first_key, window)
+        sigmoid_bias = variants_lib.sigmoid_bias(count_BxT)
     if sigmoid_bias is not None and backend in BACKENDS and not BACKENDS[backend].sigmoid:
         raise ValueError(
             f"attention: backend={backend!r} has no sigmoid attention; use 'xla' or 'blockwise'."
@@ -303,7 +331,7 @@ def sink_attention(
     global_first_key: bool = False,
     window: int | jax.Array | None = None,
     softcap: float | None = None,
-    sigmoid_bias: float | None = None,
+    sigmoid_bias: jax.Array | None = None,
 ) -> jax.Array:
     """[B, H, T] float32 attention each query pays to its sink key, from the LSE: O(T D).
 
@@ -325,7 +353,7 @@ def sink_attention(
     if sigmoid_bias is None:
         a_BxHxT = jnp.exp(s_BxTxH.transpose(0, 2, 1) - lse_BxHxT)
     else:
-        a_BxHxT = jax.nn.sigmoid(s_BxTxH.transpose(0, 2, 1) + sigmoid_bias)
+        a_BxHxT = jax.nn.sigmoid(s_BxTxH.transpose(0, 2, 1) + sigmoid_bias[:, None, :])
     if segment_ids is not None or window is not None:
         visible_BxT = sink_visible(
             sink_idx_BxT, segment_ids, global_first_key=global_first_key, window=window

@@ -261,10 +261,16 @@ class Block(nnx.Module):
             return run(cfg.sliding_window if local else None)
         return jax.lax.cond(local, lambda: run(cfg.sliding_window), lambda: run(None))
 
-    def sigmoid_bias(self, seq_len: int) -> float | None:
-        """The bias b of sigmoid attention at this length (None for the other variants)."""
-        sigmoid = self.cfg.attention_variant == "sigmoid"
-        return variants_lib.sigmoid_bias(seq_len) if sigmoid else None
+    def sigmoid_bias(self, seq_len: int, segment_ids_BxT, local) -> jax.Array | None:
+        """[B or 1, T] bias of sigmoid attention in this layer (None for the other variants)."""
+        cfg = self.cfg
+        if cfg.attention_variant != "sigmoid":
+            return None
+        window = layer_window(cfg, local, seq_len)
+        count_BxT = attention_lib.visible_count(
+            seq_len, segment_ids_BxT, cfg.global_first_key, window
+        )
+        return variants_lib.sigmoid_bias(count_BxT)
 
     @property
     def scale(self) -> float:
@@ -306,7 +312,7 @@ class Block(nnx.Module):
                 global_first_key=cfg.global_first_key,
                 window=layer_window(cfg, local, q.shape[1]),
                 softcap=cfg.attn_logit_softcap,
-                sigmoid_bias=self.sigmoid_bias(q.shape[1]),
+                sigmoid_bias=self.sigmoid_bias(q.shape[1], segment_ids_BxT, local),
             )
         if "noop_mass" in collect:
             zeros = jnp.zeros(res.lse_BxHxT.shape, jnp.float32)

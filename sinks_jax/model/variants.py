@@ -27,12 +27,16 @@ natural-log LSE over the visible keys (shapes as in `attention`):
                     starts at 0.5, where the sigmoid's slope is steepest (gradients to b_g
                     and W_g are largest) and no head or dimension is preferred; the factor 1/2
                     on the attention output is the same as a smaller init of W_O.
-  sigmoid           no row normalisation: A_ij = sigmoid(s_ij + b) on the visible keys, out_i
-                    = sum_j A_ij v_j, with b = -log(T), T the sequence length of the call
-                    (Ramapuram et al.'s recommendation; the same b for every query, so a query
-                    is not told how many keys it sees). Its own path in the `xla` and
-                    `blockwise` backends (`backends.Capabilities.sigmoid`); the returned "lse"
-                    is the natural log of the row's total mass, log sum_j A_ij.
+  sigmoid           no row normalisation: A_ij = sigmoid(s_ij + b_i) on the visible keys,
+                    out_i = sum_j A_ij v_j, with b_i = -log n_i, n_i the number of keys query i
+                    sees (Ramapuram et al.'s b = -log n, with n counted per query rather than
+                    as the call's length: a query's output then does not depend on how many
+                    tokens follow it, so a prefix, generation one token at a time and the
+                    evaluation at T = 64 compute the function trained at T = 2048; under causal
+                    masking the sum of the weights starts near n_i sigmoid(-log n_i) ~ 1).
+                    Its own path in the `xla` and `blockwise` backends
+                    (`backends.Capabilities.sigmoid`); the returned "lse" is the natural log
+                    of the row's total mass, log sum_j A_ij.
 
 Where the no-op mass went (`noop_mass` [B, H, T], collected per layer): the slot's share for
 sink_logit, softmax_plus_one and kv_bias; 1 - the mean gate over the head dim for gated (the
@@ -42,13 +46,12 @@ when a row's weights sum past 1); 0 for softmax.
 The sink score is one definition across variants: the weight the sink key's value gets in the
 head's output, before any gate. For the softmax variants that is the attention to the sink key
 in the full row, slot included, exp(s_i0 - lse'), so the returned LSE is lse' (and `lse`
-statistics are those of the full row); for sigmoid it is sigmoid(s_i0 + b); for gated the
+statistics are those of the full row); for sigmoid it is sigmoid(s_i0 + b_i); for gated the
 ungated attention A_i0 (the gate's share is in `noop_mass`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -66,9 +69,9 @@ class Slot(NamedTuple):
     value_KxD: jax.Array | None = None  # kv_bias: v_b.
 
 
-def sigmoid_bias(seq_len: int) -> float:
-    """b = -log(T) of sigmoid attention, T the sequence length (Ramapuram et al.)."""
-    return -math.log(seq_len)
+def sigmoid_bias(visible_keys_BxT: jax.Array) -> jax.Array:
+    """b_i = -log n_i of sigmoid attention, n_i the keys query i sees (float32 [B or 1, T])."""
+    return -jnp.log(visible_keys_BxT.astype(jnp.float32))
 
 
 def merge_slot(out_BxTxHxD, lse_BxHxT, slot_logit_BxHxT, slot_value_BxTxHxD=None):
