@@ -20,16 +20,23 @@ Experiments (`experiment=`), each a list of runs (`variants`, trained by `sinks-
   context  T = 128, 512, 2048 at seed 0, and seed 1 at T = 128 and 2048   (paper Fig. 5)
   depth    4, 12, 24 layers at T = 2048                                 (controlled depth)
   packing  the five cells of config_base.PACKING_GRID at T = 2048       (paper Table 2)
+  variants the softmax baseline and the five attention variants at T = 2048: V_softmax,
+           V_sink_logit, V_softmax_plus_one, V_gated, V_kv_bias, V_sigmoid (model/variants.py;
+           sigmoid has no cuDNN path and runs on the blockwise backend)
 
-Argument: comma-separated `key=value`, all optional: `experiment=context|depth|packing`,
-`seq_len=T`, `layers=N`, `packing=CELL`, `seed=N`, `size=h200|tiny` (`tiny`: a CPU-sized
+Argument: comma-separated `key=value`, all optional: `experiment=context|depth|packing|
+variants`, `seq_len=T`, `layers=N`, `packing=CELL`, `variant=NAME` (model.attention_variant,
+default softmax), `seed=N`, `size=h200|tiny` (`tiny`: a CPU-sized
 model on built-in synthetic data, the smoke test; contexts and depths scaled down), e.g.
 
     sinks-jax train --config configs/repro.py:experiment=context,seq_len=512,seed=1 \
         --workdir runs_repro/context/T512_s1
     sinks-jax sweep configs/repro.py:experiment=depth --workdir runs_repro/depth --print
+    sinks-jax train --config configs/repro.py:experiment=variants,variant=sink_logit \
+        --workdir runs_repro/variants/V_sink_logit
 """
 
+from sinks_jax.model.variants import VARIANTS
 from sinks_jax.train.config_base import PACKING_GRID, apply_packing_cell, base_config
 
 DATA = "data_repro"  # the corpus copy (git-ignored).
@@ -43,21 +50,25 @@ DEPTHS = (4, 12, 24)  # layers at T = 2048 (the 12-layer run is context's T2048_
 SEQ_LEN = 2048  # context of the depth and packing experiments.
 NUM_STEPS = 1200  # 2^17 * 1200 = 157M tokens: ~3.5 min at 0.75M tokens/s (12 layers, T 2048).
 TINY_ARG = "size=tiny"  # the CPU smoke-test variant.
-KEYS = ("experiment", "seq_len", "layers", "packing", "seed", "size")
+KEYS = ("experiment", "seq_len", "layers", "packing", "variant", "seed", "size")
+EXPERIMENTS = ("context", "depth", "packing", "variants")
 
 
 def parse(arg) -> dict:
     """`"k=v,k=v"` -> the run's settings, defaults filled in."""
     out = {"experiment": "context", "seq_len": SEQ_LEN, "layers": 12, "packing": "causal_bos",
-           "seed": 0, "size": "h200"}
+           "variant": "softmax", "seed": 0, "size": "h200"}
     for item in [x.strip() for x in str(arg or "").split(",") if x.strip()]:
         key, sep, value = item.partition("=")
         if not sep or key not in KEYS:
             raise ValueError(f"configs/repro.py argument {item!r}: use key=value with key in "
                              f"{list(KEYS)}, e.g. experiment=context,seq_len=512,seed=1.")
         out[key] = int(value) if key in ("seq_len", "layers", "seed") else value
-    if out["experiment"] not in ("context", "depth", "packing"):
-        raise ValueError(f"experiment={out['experiment']!r}: choose context, depth or packing.")
+    if out["experiment"] not in EXPERIMENTS:
+        raise ValueError(
+            f"experiment={out['experiment']!r}: choose context, depth, packing or variants.")
+    if out["variant"] not in VARIANTS:
+        raise ValueError(f"variant={out['variant']!r}: choose one of {list(VARIANTS)}.")
     if out["size"] not in ("h200", "tiny"):
         raise ValueError(f"size={out['size']!r}: choose h200 or tiny.")
     return out
@@ -71,6 +82,8 @@ def variants(arg=None) -> dict[str, str]:
         return {f"T{t}_s{s}": f"{base},seq_len={t},seed={s}" for t, s in CONTEXT_RUNS}
     if p["experiment"] == "depth":
         return {f"L{n}": f"{base},layers={n}" for n in DEPTHS}
+    if p["experiment"] == "variants":
+        return {f"V_{name}": f"{base},variant={name}" for name in VARIANTS}
     return {name: f"{base},packing={name}" for name in PACKING_GRID}
 
 
@@ -94,6 +107,7 @@ def get_config(arg=None):
     m.d_ff = 1024  # SwiGLU width (that of the probe runs, whose throughput sized NUM_STEPS).
     m.dtype = "bfloat16"  # compute dtype (float32 master weights).
     m.attention = "cudnn"  # fused kernel; sink statistics from its log-sum-exp.
+    m.attention_variant = p["variant"]  # how a head can do nothing (variants experiment).
 
     c.data.source = SOURCE  # runs_repro/prepared: train and valid-* splits, tokenised.
     c.data.tokenizer = TOKENIZER  # byte-level BPE, 16,384 ids, <pad>=0 <bos>=1 <eos>=2.
@@ -115,8 +129,8 @@ def get_config(arg=None):
     c.checkpoint_every = 300  # and on SIGTERM (the launcher's time budget).
     c.keep_checkpoints = 2  # checkpoints kept (about 0.6 GB each).
 
-    c.sweep_key = {"context": "seq_len", "depth": "model.num_layers", "packing": "variant"}[
-        p["experiment"]]  # the swept value, for reports.
+    c.sweep_key = {"context": "seq_len", "depth": "model.num_layers", "packing": "variant",
+                   "variants": "model.attention_variant"}[p["experiment"]]  # for reports.
     c.variant = p["packing"]  # the packing cell's name.
     if p["size"] == "tiny":
         shrink_for_cpu(c, p)

@@ -2,7 +2,7 @@
 # The reduced-scale reproduction (configs/repro.py, REPRODUCTION.md) on one host with GPUs,
 # within a wall-time budget; call it again to continue.
 #
-#   launch/repro_h200.sh --budget SECONDS [--experiment context|depth|packing] [--gpus N]
+#   launch/repro_h200.sh --budget SECONDS [--experiment context|depth|packing|variants] [--gpus N]
 #                        [--data DIR] [--work DIR] [--out DIR] [--tiny] [--dry-run]
 #   launch/repro_h200.sh --budget 560 --experiment context --out "$OUT/repro"
 #
@@ -16,7 +16,8 @@
 # (table with 95 % intervals, figures) is written and the small files are copied to OUT.
 #
 #   --budget S     wall seconds for this whole call (setup, training, report); required.
-#   --experiment   which list of runs (default context: T 128/512/2048 seed 0, T 128/2048 seed 1).
+#   --experiment   which list of runs (default context: T 128/512/2048 seed 0, T 128/2048 seed 1;
+#                  variants: softmax and the five attention variants at T 2048).
 #   --gpus N       runs at once, one GPU each (default 2).
 #   --data DIR     the corpus copy (default data_repro: gutenberg/ openstax/ kjv_bible/).
 #   --work DIR     tokenizer, prepared corpus and runs (default runs_repro); keep it between
@@ -34,7 +35,7 @@
 # gguf is not needed. Step (1) runs `pip install --no-index --find-links .whl ...`.
 set -euo pipefail
 
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
 budget=""; experiment=context; gpus=2; data=data_repro; work=runs_repro; out=""; tiny=0; dry=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -54,8 +55,8 @@ if ! [[ "$budget" =~ ^[1-9][0-9]*$ ]]; then
   echo "repro_h200.sh: --budget SECONDS is required (a positive integer), e.g. --budget 560." >&2; exit 2
 fi
 if ! [[ "$gpus" =~ ^[1-9][0-9]*$ ]]; then echo "repro_h200.sh: --gpus $gpus is not a positive integer." >&2; exit 2; fi
-case "$experiment" in context|depth|packing) ;; *)
-  echo "repro_h200.sh: --experiment $experiment: choose context, depth or packing." >&2; exit 2 ;; esac
+case "$experiment" in context|depth|packing|variants) ;; *)
+  echo "repro_h200.sh: --experiment $experiment: choose context, depth, packing or variants." >&2; exit 2 ;; esac
 
 start=$(date +%s)
 deadline=$((start + budget - 75))  # the last 75 s: SIGTERM grace (50 s), report and copies.

@@ -1,6 +1,7 @@
 """`sinks-jax bench`: throughput and memory of training, attention backends and sink statistics.
 
     sinks-jax bench train      [--config configs/paper_120m.py] [--seq-len 2048] [--backends ...]
+                               [--variant sink_logit] (model.attention_variant; default softmax)
     sinks-jax bench attention  [--seq-lens 2048 8192 32768] [--backends ...]
     sinks-jax bench analysis   [--seq-lens 8192 32768 131072] [--model paper_120m|llama8b]
     sinks-jax bench scaling    (the train mode on 1 and on all local devices, same per-device batch)
@@ -197,6 +198,7 @@ def _train_config(args, backend: str, intra_doc: bool, global_first_key: bool = 
     config = load_config(args.config)
     config.seq_len = args.seq_len
     config.model.attention = backend
+    config.model.attention_variant = args.variant
     if not args.quick:
         config.model.dtype = "bfloat16"
     if args.logits_dtype:
@@ -280,6 +282,7 @@ def _train_case(args, backend: str, sink_stats: bool, packing: str, devices) -> 
         mode="train",
         logits_dtype=mcfg.logits_dtype,
         backend=backend,
+        variant=mcfg.attention_variant,
         sink_stats=sink_stats,
         intra_doc=intra_doc,
         packing=packing,
@@ -315,6 +318,7 @@ def bench_train(args) -> list[dict[str, Any]]:
     table = Table(
         (
             "backend",
+            "variant",
             "sink_stats",
             "packing",
             "devices",
@@ -330,7 +334,12 @@ def bench_train(args) -> list[dict[str, Any]]:
             rec = _train_case(args, backend, stats, packing, devices)
         except Exception as exc:
             rec = dict(
-                mode="train", backend=backend, sink_stats=stats, packing=packing, error=_error(exc)
+                mode="train",
+                backend=backend,
+                variant=args.variant,
+                sink_stats=stats,
+                packing=packing,
+                error=_error(exc),
             )
         records.append(rec)
         table.row(rec)
@@ -602,6 +611,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/paper_120m.py")
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
+    p.add_argument("--variant", default="softmax", help="train: model.attention_variant")
     p.add_argument("--micro-batch", type=int, default=0, help="override micro_batch_size")
     p.add_argument("--tokens-per-step", type=int, default=0, help="override tokens_per_step")
     p.add_argument(

@@ -65,8 +65,26 @@ def test_depth_and_packing_runs():
         validate_config(c, platform="gpu")
     with pytest.raises(ValueError, match="use key=value"):
         family().get_config("experiment=context,T=512")
-    with pytest.raises(ValueError, match="choose context, depth or packing"):
+    with pytest.raises(ValueError, match="choose context, depth, packing or variants"):
         family().get_config("experiment=width")
+
+
+def test_variants_runs():
+    runs = configs("variants")
+    assert {n: (c.model.attention_variant, c.model.attention, c.seq_len) for n, c in runs.items()} == {
+        "V_softmax": ("softmax", "cudnn", 2048),
+        "V_sink_logit": ("sink_logit", "cudnn", 2048),
+        "V_softmax_plus_one": ("softmax_plus_one", "cudnn", 2048),
+        "V_gated": ("gated", "cudnn", 2048),
+        "V_kv_bias": ("kv_bias", "cudnn", 2048),
+        "V_sigmoid": ("sigmoid", "blockwise", 2048),  # no sigmoid path in cuDNN.
+    }
+    assert {c.sweep_key for c in runs.values()} == {"model.attention_variant"}
+    assert len({c.tokens_per_step * c.num_steps for c in runs.values()}) == 1
+    for c in runs.values():
+        validate_config(c, platform="gpu")
+    with pytest.raises(ValueError, match="variant='nope': choose one of"):
+        family().get_config("experiment=variants,variant=nope")
 
 
 @pytest.mark.slow  # end to end: in the second CI stage

@@ -25,6 +25,11 @@ additionally makes key 0 visible to every query, past segments and windows alike
 `softcap` replaces every scaled score s by softcap * tanh(s / softcap) (Gemma 2); the LSE is
 then that of the capped scores.
 
+Variants (`variant`, `sinks_jax.model.variants`) are applied here, after the backend, through
+its (out, lse): sink_logit, softmax_plus_one and kv_bias merge one extra slot into the row (the
+returned LSE is then that of the full row, slot included, and `noop` is the slot's share);
+sigmoid has its own path in `xla` and `blockwise`; gated acts after attention (in the layer).
+
 Under a window the sink key may be hidden from a query: `sink_visible` says which queries see
 their sink key, `sink_attention` is 0 for the others (exactly their attention to it).
 """
@@ -39,6 +44,7 @@ import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
 from sinks_jax.model import fused
+from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
 
 
@@ -46,6 +52,7 @@ class AttentionOut(NamedTuple):
     out_BxTxHxD: jax.Array
     lse_BxHxT: jax.Array  # float32, natural log, of the scaled scores.
     probs_BxHxTxT: jax.Array | None  # float32 (xla backend only, when asked).
+    noop_BxHxT: jax.Array | None = None  # float32 slot mass / 1 - total mass (variants only).
 
 
 def soft_cap(x: jax.Array, cap: float | None) -> jax.Array:
@@ -71,6 +78,29 @@ def visible_mask(
     return near_1xTxT
 
 
+def visible_count(
+    seq_len: int,
+    segment_ids_BxT: jax.Array | None = None,
+    global_first_key: bool = False,
+    window: int | jax.Array | None = None,
+) -> jax.Array:
+    """[B or 1, T] int32: how many keys each query sees (the row sums of `visible_mask`), O(T).
+
+    `window` may be traced (a per-layer value).
+    """
+    batch = 1 if segment_ids_BxT is None else segment_ids_BxT.shape[0]
+    idx_1xT = jnp.arange(seq_len, dtype=jnp.int32)[None]
+    start_BxT = sink_index(segment_ids_BxT, seq_len, batch, per_segment=True)
+    n_BxT = idx_1xT - start_BxT + 1
+    key0_seen_BxT = start_BxT == 0
+    if window is not None:
+        n_BxT = jnp.minimum(n_BxT, window)
+        key0_seen_BxT = key0_seen_BxT & (idx_1xT < window)
+    if global_first_key:
+        n_BxT = n_BxT + (~key0_seen_BxT).astype(jnp.int32)
+    return n_BxT
+
+
 def xla_attention(
     q_BxTxHxD,
     k_BxTxKxD,
@@ -82,8 +112,14 @@ def xla_attention(
     window=None,
     softcap=None,
     return_probs=False,
+    sigmoid_bias=None,
 ) -> AttentionOut:
-    """Explicit attention: fp32 scores and softmax, T x T memory."""
+    """Explicit attention: fp32 scores and softmax, T x T memory.
+
+    `sigmoid_bias` b ([B or 1, T], not None): sigmoid attention, weights sigmoid(s_ij + b_i)
+    on the visible keys without row normalisation; the LSE is then the log of each row's
+    total weight.
+    """
     B, T, H, D = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
     q_BxTxKxGxD = q_BxTxHxD.reshape(B, T, K, H // K, D)
@@ -93,9 +129,14 @@ def xla_attention(
     )
     s_BxKxGxTxS = soft_cap(s_BxKxGxTxS, softcap)
     mask_Bx1x1xTxS = visible_mask(T, segment_ids, global_first_key, window)[:, None, None]
-    s_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, s_BxKxGxTxS, -jnp.inf)
-    lse_BxKxGxT = jax.nn.logsumexp(s_BxKxGxTxS, axis=-1)
-    p_BxKxGxTxS = jnp.exp(s_BxKxGxTxS - lse_BxKxGxT[..., None])
+    if sigmoid_bias is None:
+        s_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, s_BxKxGxTxS, -jnp.inf)
+        lse_BxKxGxT = jax.nn.logsumexp(s_BxKxGxTxS, axis=-1)
+        p_BxKxGxTxS = jnp.exp(s_BxKxGxTxS - lse_BxKxGxT[..., None])
+    else:
+        b_Bx1x1xTx1 = sigmoid_bias[:, None, None, :, None]
+        p_BxKxGxTxS = jnp.where(mask_Bx1x1xTxS, jax.nn.sigmoid(s_BxKxGxTxS + b_Bx1x1xTx1), 0.0)
+        lse_BxKxGxT = jnp.log(p_BxKxGxTxS.sum(-1))
     out_BxTxKxGxD = jnp.einsum(
         "bkgts,bskd->btkgd",
         p_BxKxGxTxS.astype(v_BxTxKxD.dtype),
@@ -121,12 +162,16 @@ def attention(
     scale: float | None = None,
     return_probs: bool = False,
     block_size: int = 512,
+    variant: str = "softmax",
+    slot: variants_lib.Slot | None = None,
 ) -> AttentionOut:
     """Causal (optionally segment-masked, optionally local) attention through the chosen backend.
 
     Returns AttentionOut(out [B,T,H,D] in q's dtype, lse [B,H,T] float32 natural log of the
-    scaled scores, probs [B,H,T,T] float32 or None). `return_probs` needs backend="xla".
-    The VJP with respect to `v` under a cotangent of ones is the attention each key receives.
+    scaled scores, probs [B,H,T,T] float32 or None, noop [B,H,T] float32 or None).
+    `return_probs` needs backend="xla". The VJP with respect to `v` under a cotangent of ones
+    is the attention each key receives. `variant` (one of variants.VARIANTS but "gated", which
+    acts in the layer) with its parameters in `slot`; "softmax" returns noop=None.
     """
     B, T, H, D = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
@@ -141,14 +186,27 @@ def attention(
         raise ValueError(f"attention: segment_ids shape {segment_ids.shape} != (B, T) = {(B, T)}.")
     if window is not None and not (isinstance(window, int) and window > 0):
         raise ValueError(f"attention: window={window!r} must be a positive int or None.")
+    if variant not in variants_lib.VARIANTS or variant == "gated":
+        raise ValueError(
+            f"attention: variant={variant!r} is not one of {variants_lib.VARIANTS} but 'gated' "
+            "(the gate acts on the output, in the layer: variants.gate)."
+        )
     scale = D**-0.5 if scale is None else scale
     if return_probs and backend != "xla":
         raise ValueError(
             f"attention: full attention maps need backend='xla', not {backend!r}; "
             "fused backends give the LSE and sink statistics instead."
         )
+    sigmoid_bias = None
+    if variant == "sigmoid":
+        count_BxT = visible_count(T, segment_ids, global_first_key, window)
+        sigmoid_bias = variants_lib.sigmoid_bias(count_BxT)
+    if sigmoid_bias is not None and backend in BACKENDS and not BACKENDS[backend].sigmoid:
+        raise ValueError(
+            f"attention: backend={backend!r} has no sigmoid attention; use 'xla' or 'blockwise'."
+        )
     if backend == "xla":
-        return xla_attention(
+        res = xla_attention(
             q_BxTxHxD,
             k_BxTxKxD,
             v_BxTxKxD,
@@ -158,26 +216,70 @@ def attention(
             window=window,
             softcap=softcap,
             return_probs=return_probs,
+            sigmoid_bias=sigmoid_bias,
         )
+        return _apply_variant(res, variant, slot, q_BxTxHxD, scale, softcap)
     # each: (q, k, v, segment_ids, *, scale, global_first_key, window, softcap) -> (out, lse)
     fused_kernels = {
-        "blockwise": functools.partial(blockwise_lib.blockwise_attention, block_size=block_size),
+        "blockwise": functools.partial(
+            blockwise_lib.blockwise_attention, block_size=block_size, sigmoid_bias=sigmoid_bias
+        ),
         "cudnn": fused.cudnn_attention,
         "pallas": fused.pallas_gpu_attention,
     }
     if backend in fused_kernels:
-        out, lse = fused_kernels[backend](
-            q_BxTxHxD,
-            k_BxTxKxD,
-            v_BxTxKxD,
-            segment_ids,
+        kernel = functools.partial(
+            fused_kernels[backend],
             scale=scale,
             global_first_key=global_first_key,
             window=window,
             softcap=softcap,
         )
-        return AttentionOut(out, lse, None)
+        out, lse = kernel(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids)
+        if variant in variants_lib.SLOT_VARIANTS and not BACKENDS[backend].lse_gradient:
+            # The kernel's VJP drops the LSE's cotangent (cuDNN); the slot merge needs it.
+            lse = variants_lib.lse_with_gradient(
+                lambda q, k, v, seg: kernel(q, k, v, seg)[0],
+                q_BxTxHxD,
+                k_BxTxKxD,
+                lse,
+                segment_ids,
+                scale=scale,
+            )
+        res = AttentionOut(out, lse, None)
+        return _apply_variant(res, variant, slot, q_BxTxHxD, scale, softcap)
     raise ValueError(f"attention: unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
+
+
+def _apply_variant(res: AttentionOut, variant, slot, q_BxTxHxD, scale, softcap) -> AttentionOut:
+    """The variant's merge of the backend's (out, lse); see sinks_jax.model.variants."""
+    if variant == "softmax":
+        return res
+    if variant == "sigmoid":
+        return res._replace(noop_BxHxT=variants_lib.sigmoid_noop_mass(res.lse_BxHxT))
+    slot = variants_lib.Slot() if slot is None else slot
+    if variant == "kv_bias":
+        if slot.key_KxD is None or slot.value_KxD is None:
+            raise ValueError("attention: variant='kv_bias' needs slot=Slot(key_KxD=, value_KxD=).")
+        merged = variants_lib.kv_slot(
+            res.out_BxTxHxD,
+            res.lse_BxHxT,
+            q_BxTxHxD,
+            slot.key_KxD,
+            slot.value_KxD,
+            scale=scale,
+            softcap=softcap,
+        )
+    else:
+        if variant == "sink_logit" and slot.logit_H is None:
+            raise ValueError("attention: variant='sink_logit' needs slot=Slot(logit_H=...).")
+        logit_H = slot.logit_H if variant == "sink_logit" else None
+        merged = variants_lib.null_slot(res.out_BxTxHxD, res.lse_BxHxT, logit_H)
+    out, lse, noop_BxHxT = merged
+    probs = res.probs_BxHxTxT
+    if probs is not None:  # the keys' weights in the full row, slot included.
+        probs = probs * jnp.exp(res.lse_BxHxT - lse)[..., None]
+    return AttentionOut(out, lse, probs, noop_BxHxT)
 
 
 def sink_index(
@@ -229,10 +331,13 @@ def sink_attention(
     global_first_key: bool = False,
     window: int | jax.Array | None = None,
     softcap: float | None = None,
+    sigmoid_bias: jax.Array | None = None,
 ) -> jax.Array:
     """[B, H, T] float32 attention each query pays to its sink key, from the LSE: O(T D).
 
-    Exactly 0 for the queries that cannot see their sink key (`sink_visible`).
+    Exactly 0 for the queries that cannot see their sink key (`sink_visible`). With a slot
+    variant, pass the full row's LSE (what `attention` returns): the attention is then that of
+    the full row. `sigmoid_bias` b (sigmoid attention): the weight sigmoid(s + b) instead.
     """
     B, T, H, D = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
@@ -245,7 +350,10 @@ def sink_attention(
         * scale
     )
     s_BxTxH = soft_cap(s_BxTxH, softcap)
-    a_BxHxT = jnp.exp(s_BxTxH.transpose(0, 2, 1) - lse_BxHxT)
+    if sigmoid_bias is None:
+        a_BxHxT = jnp.exp(s_BxTxH.transpose(0, 2, 1) - lse_BxHxT)
+    else:
+        a_BxHxT = jax.nn.sigmoid(s_BxTxH.transpose(0, 2, 1) + sigmoid_bias[:, None, :])
     if segment_ids is not None or window is not None:
         visible_BxT = sink_visible(
             sink_idx_BxT, segment_ids, global_first_key=global_first_key, window=window

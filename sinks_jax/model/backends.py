@@ -2,7 +2,7 @@
 
 `BACKENDS` is the single list of backend names (`ModelConfig.attention`); `sinks_jax.model.
 attention` dispatches on it. The table is checked before anything compiles: what the model
-config alone decides (dtype, `global_first_key`) in `ModelConfig.__post_init__`, what depends
+config alone decides (dtype, `global_first_key`, `attention_variant`) in `ModelConfig.__post_init__`, what depends
 on the run (segment ids from intra-document packing, the sequence length, the machine's JAX
 platform) when a training config is validated (`sinks_jax.train.validate`).
 
@@ -25,6 +25,9 @@ class Capabilities:
     segment_ids: bool  # intra-document masking (data.intra_doc=True).
     global_first_key: bool  # key 0 visible to every query across documents.
     seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
+    sigmoid: bool = False  # its own path for attention_variant="sigmoid" (model/variants.py).
+    lse_gradient: bool = True  # its VJP takes the LSE's cotangent (else the slot variants
+    # restore it with one more kernel call: variants.lse_with_gradient).
 
 
 BACKENDS: dict[str, Capabilities] = {
@@ -34,6 +37,7 @@ BACKENDS: dict[str, Capabilities] = {
         segment_ids=True,
         global_first_key=True,
         seq_block=1,
+        sigmoid=True,
     ),
     "blockwise": Capabilities(
         platforms=ALL_PLATFORMS,
@@ -41,6 +45,7 @@ BACKENDS: dict[str, Capabilities] = {
         segment_ids=True,
         global_first_key=True,
         seq_block=1,  # pads T to its block itself.
+        sigmoid=True,
     ),
     "cudnn": Capabilities(
         platforms=("gpu",),
@@ -48,6 +53,7 @@ BACKENDS: dict[str, Capabilities] = {
         segment_ids=False,
         global_first_key=False,
         seq_block=1,
+        lse_gradient=False,  # the cuDNN layer's VJP drops it.
     ),
     "pallas": Capabilities(
         platforms=("gpu",),
@@ -74,6 +80,7 @@ def problems(
     global_first_key: bool = False,
     seq_len: int | None = None,
     platform: str | None = None,
+    variant: str | None = None,
 ) -> list[str]:
     """What backend `name` cannot do of what is asked (None: not asked); [] when it can."""
     if name not in BACKENDS:
@@ -88,6 +95,8 @@ def problems(
         out.append("has no segment ids (intra-document masking, data.intra_doc=True)")
     if global_first_key and not c.global_first_key:
         out.append("cannot keep key 0 visible across documents (global_first_key=True)")
+    if variant == "sigmoid" and not c.sigmoid:
+        out.append("has no sigmoid attention (attention_variant='sigmoid')")
     if seq_len is not None and not seq_len_fits(seq_len, c.seq_block):
         out.append(
             f"needs sequence lengths that are multiples of {c.seq_block} (or powers of two "

@@ -10,6 +10,11 @@ global), so a local layer costs O(T * window), not O(T^2).
 The LSE output is differentiable too: d lse_i / d s_ij = A[i, j], so its cotangent g_i only
 shifts the backward pass's row term, delta_i = dout_i . out_i - g_i (used by the exact merge of
 an extra key in `fused.attend_first_key_globally`).
+
+`sigmoid_bias` b ([B, T], one per query) switches to sigmoid attention (`variants`, "sigmoid"):
+weights sigmoid(s_ij + b_i) with no row normalisation, summed over the same key blocks; the "lse" is then the log of each
+row's total weight, and the backward pass uses dS_ij = A_ij (1 - A_ij) (dout_i . v_j +
+dlse_i / total_i), the same loops with `delta_i = -dlse_i * exp(-lse_i)`.
 """
 
 from __future__ import annotations
@@ -78,13 +83,14 @@ def _block(x, i, block, axis):
     return jax.lax.dynamic_slice_in_dim(x, i * block, block, axis=axis)
 
 
-def _forward(q, k, v, seg, scale, block, global_first_key, window, softcap):
+def _forward(q, k, v, seg, bias, scale, block, global_first_key, window, softcap, sigmoid):
     """q [B,K,G,Tp,D], k/v [B,K,Tp,D] -> out [B,K,G,Tp,D] (f32), lse [B,K,G,Tp] (f32)."""
     B, K, G, Tp, D = q.shape
     n = Tp // block
 
     def one_query_block(qi):
         q_blk = _block(q, qi, block, 3)
+        b_blk = None if bias is None else _block(bias, qi, block, 1)[:, None, None, :, None]
 
         start, first = _key_blocks(qi, block, global_first_key, window)
 
@@ -93,9 +99,13 @@ def _forward(q, k, v, seg, scale, block, global_first_key, window, softcap):
             kj = jnp.where(c < first, 0, c)
             s = _scores(q_blk, _block(k, kj, block, 2), scale, softcap)
             visible = _mask(qi, kj, seg, block, global_first_key, window)
-            m_new = jnp.maximum(m, jnp.max(jnp.where(visible, s, _NEG), axis=-1))
-            p = jnp.where(visible, jnp.exp(s - m_new[..., None]), 0.0)
-            corr = jnp.exp(m - m_new)
+            if not sigmoid:
+                m_new = jnp.maximum(m, jnp.max(jnp.where(visible, s, _NEG), axis=-1))
+                p = jnp.where(visible, jnp.exp(s - m_new[..., None]), 0.0)
+                corr = jnp.exp(m - m_new)
+            else:  # no running max: the weights are not normalised.
+                m_new, corr = m, jnp.ones_like(m)
+                p = jnp.where(visible, jax.nn.sigmoid(s + b_blk), 0.0)
             l = l * corr + p.sum(-1)
             acc = acc * corr[..., None] + jnp.einsum(
                 "bkgqc,bkcd->bkgqd",
@@ -112,6 +122,8 @@ def _forward(q, k, v, seg, scale, block, global_first_key, window, softcap):
         )
         m, l, acc = jax.lax.fori_loop(start, qi + 1, body, init)  # causal: none after qi.
         l = jnp.where(l == 0.0, 1.0, l)  # padded rows only; real rows always see their diagonal.
+        if sigmoid:
+            return acc, jnp.log(l)
         return acc / l[..., None], m + jnp.log(l)
 
     out_n, lse_n = jax.lax.map(one_query_block, jnp.arange(n))
@@ -122,7 +134,8 @@ def _forward(q, k, v, seg, scale, block, global_first_key, window, softcap):
 
 
 def _backward(
-    q, k, v, seg, out, lse, dout, dlse, scale, block, global_first_key, window, softcap
+    q, k, v, seg, bias, out, lse, dout, dlse, scale, block, global_first_key, window, softcap,
+    sigmoid,
 ):
     """Flash-attention backward: dq, dk, dv recomputing each block's weights from the LSE.
 
@@ -131,8 +144,11 @@ def _backward(
     """
     B, K, G, Tp, D = q.shape
     n = Tp // block
-    delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B,K,G,Tp]
-    delta = delta - dlse.astype(jnp.float32)
+    if not sigmoid:
+        delta = jnp.sum(dout.astype(jnp.float32) * out.astype(jnp.float32), axis=-1)  # [B,K,G,Tp]
+        delta = delta - dlse.astype(jnp.float32)
+    else:  # d lse_i / d A_ij = 1 / total_i = exp(-lse_i).
+        delta = -dlse.astype(jnp.float32) * jnp.exp(-lse)
 
     def probs_and_ds(qi, kj):
         q_blk = _block(q, qi, block, 3)
@@ -140,9 +156,14 @@ def _backward(
         do_blk = _block(dout, qi, block, 3)
         s = _scores(q_blk, k_blk, scale, softcap)
         visible = _mask(qi, kj, seg, block, global_first_key, window)
-        p = jnp.where(visible, jnp.exp(s - _block(lse, qi, block, 3)[..., None]), 0.0)
         dp = jnp.einsum("bkgqd,bkcd->bkgqc", do_blk, v_blk, preferred_element_type=jnp.float32)
-        ds = p * (dp - _block(delta, qi, block, 3)[..., None])
+        if not sigmoid:
+            p = jnp.where(visible, jnp.exp(s - _block(lse, qi, block, 3)[..., None]), 0.0)
+            ds = p * (dp - _block(delta, qi, block, 3)[..., None])
+        else:
+            b_blk = _block(bias, qi, block, 1)[:, None, None, :, None]
+            p = jnp.where(visible, jax.nn.sigmoid(s + b_blk), 0.0)
+            ds = p * (1.0 - p) * (dp - _block(delta, qi, block, 3)[..., None])
         if softcap is not None:  # d(cap tanh(x / cap))/dx = 1 - tanh^2 = 1 - (s / cap)^2.
             ds = ds * (1.0 - (s / softcap) ** 2)
         return q_blk, k_blk, do_blk, p, ds
@@ -177,22 +198,23 @@ def _backward(
     return dq, dk, dv
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
-def _attend(q, k, v, seg, scale, block, global_first_key, window, softcap):
-    return _forward(q, k, v, seg, scale, block, global_first_key, window, softcap)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8, 9, 10))
+def _attend(q, k, v, seg, bias, scale, block, global_first_key, window, softcap, sigmoid):
+    return _forward(q, k, v, seg, bias, scale, block, global_first_key, window, softcap, sigmoid)
 
 
-def _attend_fwd(q, k, v, seg, scale, block, global_first_key, window, softcap):
-    out, lse = _forward(q, k, v, seg, scale, block, global_first_key, window, softcap)
-    return (out, lse), (q, k, v, seg, out, lse)
+def _attend_fwd(q, k, v, seg, bias, scale, block, global_first_key, window, softcap, sigmoid):
+    statics = (scale, block, global_first_key, window, softcap, sigmoid)
+    out, lse = _forward(q, k, v, seg, bias, *statics)
+    return (out, lse), (q, k, v, seg, bias, out, lse)
 
 
-def _attend_bwd(scale, block, global_first_key, window, softcap, res, cotangents):
-    q, k, v, seg, out, lse = res
+def _attend_bwd(scale, block, global_first_key, window, softcap, sigmoid, res, cotangents):
+    q, k, v, seg, bias, out, lse = res
     dout, dlse = cotangents
-    statics = (scale, block, global_first_key, window, softcap)
-    dq, dk, dv = _backward(q, k, v, seg, out, lse, dout, dlse, *statics)
-    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+    statics = (scale, block, global_first_key, window, softcap, sigmoid)
+    dq, dk, dv = _backward(q, k, v, seg, bias, out, lse, dout, dlse, *statics)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None
 
 
 _attend.defvjp(_attend_fwd, _attend_bwd)
@@ -209,10 +231,13 @@ def blockwise_attention(
     window: int | None = None,
     softcap: float | None = None,
     block_size: int = 512,
+    sigmoid_bias: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Causal flash-style attention. Returns out [B,T,H,D] (q's dtype), lse [B,H,T] float32.
 
-    `window`: query i sees keys i - window < j <= i only; `softcap`: scores are soft-capped.
+    `window`: query i sees keys i - window < j <= i only; `softcap`: scores are soft-capped;
+    `sigmoid_bias` [B or 1, T]: sigmoid attention with that bias per query (lse: the log of
+    each row's total weight).
     """
     B, T, H, D = q_BxTxHxD.shape
     block = min(block_size, T)
@@ -224,8 +249,12 @@ def blockwise_attention(
     q, k, v, seg = _layout(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, seg, block)
     window = None if window is None else int(window)
     softcap = None if softcap is None else float(softcap)
-    statics = (float(scale), int(block), bool(global_first_key), window, softcap)
-    out, lse = _attend(q, k, v, seg, *statics)
+    bias = None
+    if sigmoid_bias is not None:
+        bias_BxT = jnp.broadcast_to(sigmoid_bias.astype(jnp.float32), (B, T))
+        bias = jnp.pad(bias_BxT, [(0, 0), (0, q.shape[3] - T)])
+    statics = (float(scale), int(block), bool(global_first_key), window, softcap, bias is not None)
+    out, lse = _attend(q, k, v, seg, bias, *statics)
     out_BxTxHxD = out.transpose(0, 3, 1, 2, 4).reshape(B, -1, H, D)[:, :T].astype(q_BxTxHxD.dtype)
     lse_BxHxT = lse.reshape(B, H, -1)[:, :, :T]
     return out_BxTxHxD, lse_BxHxT

@@ -13,6 +13,7 @@ from typing import Any
 
 from sinks_jax.model import backends
 from sinks_jax.model.backends import BACKENDS
+from sinks_jax.model.variants import VARIANTS
 
 DTYPES = backends.ALL_DTYPES
 NORM_TYPES = ("rms", "layer")
@@ -44,6 +45,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # storage dtype of parameters (fp32 master weights).
     logits_dtype: str = "float32"  # output-head accumulation/result dtype ("bfloat16" is faster).
     attention: str = "xla"  # one of BACKENDS.
+    attention_variant: str = "softmax"  # one of VARIANTS: a head's no-op (model/variants.py).
     remat: bool = False  # rematerialise each layer in the backward pass.
 
     # Attention masking and the sink key.
@@ -124,13 +126,15 @@ class ModelConfig:
             ("activation", ACTIVATIONS),
             ("position_type", POSITION_TYPES),
             ("sink_key", SINK_KEYS),
+            ("attention_variant", VARIANTS),
         ):
             v = getattr(self, name)
             need(v in allowed, f"{name}={v!r} is not one of {allowed}.")
-        for problem in backends.problems(
-            self.attention, dtype=self.dtype, global_first_key=self.global_first_key
-        ):
-            can = backends.supporting(dtype=self.dtype, global_first_key=self.global_first_key)
+        needs = dict(
+            dtype=self.dtype, global_first_key=self.global_first_key, variant=self.attention_variant
+        )
+        for problem in backends.problems(self.attention, **needs):
+            can = backends.supporting(**needs)
             need(False, f"attention={self.attention!r} {problem}; backends that can: {can}.")
         need(
             self.max_position_embeddings > 0,
@@ -231,6 +235,9 @@ class ModelConfig:
         attn += (hd * (h + 2 * kv) if self.qkv_bias else 0) + (d if self.out_bias else 0)
         mlp = d * f * (3 if self.gated_mlp else 2) + ((f + d) if self.mlp_bias else 0)
         attn += 2 * norm // d * hd if self.qk_norm else 0  # q and k norms over head_dim.
+        attn += {"sink_logit": h, "gated": (d + 1) * h * hd, "kv_bias": 2 * kv * hd}.get(
+            self.attention_variant, 0
+        )
         block_norms = (4 if self.post_norms else 2) * norm
         layers = self.num_layers * (attn + mlp + block_norms) + norm
         if not include_embeddings:

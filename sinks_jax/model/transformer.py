@@ -16,6 +16,15 @@ to return in `aux` (all under stop_gradient; none of them changes the logits):
     "value_norms"  [L, B, H, T]     ||W_V x_j (+ b_V)|| of every key j, per query head
     "received_attn" [L, B, H, T]    attention every key receives, sum_i A[i, k], from one
                                     backward pass of the backend w.r.t. V (never T x T)
+    "noop_mass"    [L, B, H, T]     where the head's no-op went (`attention_variant`): the
+                                    extra slot's share (sink_logit, softmax_plus_one,
+                                    kv_bias), 1 - the mean gate (gated), 1 - the row's total
+                                    weight (sigmoid); 0 for softmax (model/variants.py)
+
+With an `attention_variant`, `sink_attn`, `lse`, `attn_probs` and `received_attn` are those of
+the full row, slot included (the weight each key's value gets before any gate; for sigmoid the
+unnormalised weights, `lse` the log of a row's total weight): one sink-score definition for
+every variant (model/variants.py).
 
 With collect=() the scan carries nothing extra, so the forward pass does no extra work.
 
@@ -38,9 +47,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sinks_jax.model import attention as attention_lib
+from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.config import ModelConfig
 
-COLLECTABLE = ("attn_probs", "sink_attn", "lse", "hidden", "value_norms", "received_attn")
+COLLECTABLE = (
+    "attn_probs",
+    "sink_attn",
+    "lse",
+    "hidden",
+    "value_norms",
+    "received_attn",
+    "noop_mass",
+)
 
 
 def _init(rngs: nnx.Rngs, shape, std, dtype) -> nnx.Param:
@@ -133,7 +151,9 @@ class Block(nnx.Module):
     Parameters (explicit arrays; hd = head_dim, K = kv heads, F = d_ff): wq [D, H, hd],
     wk/wv [D, K, hd], wo [H, hd, D], optional bq [H, hd], bk/bv [K, hd], bo [D]; w_gate/w_up
     [D, F], w_down [F, D], optional b_up [F], b_down [D]; attn_norm and mlp_norm (pre-norms),
-    optional q_norm/k_norm [hd] (qk_norm) and post_attn_norm/post_mlp_norm (post_norms).
+    optional q_norm/k_norm [hd] (qk_norm) and post_attn_norm/post_mlp_norm (post_norms);
+    the attention variant's (model/variants.py): sink_logit [H], bk_slot/bv_slot [K, hd]
+    (kv_bias), w_attn_gate [D, H, hd] and b_attn_gate [H, hd] (gated); all start at 0.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
@@ -158,6 +178,15 @@ class Block(nnx.Module):
         if cfg.post_norms:
             self.post_attn_norm = Norm(cfg, rngs=rngs)
             self.post_mlp_norm = Norm(cfg, rngs=rngs)
+        variant = cfg.attention_variant
+        if variant == "sink_logit":
+            self.sink_logit = nnx.Param(jnp.zeros((H,), pdt))
+        if variant == "kv_bias":
+            self.bk_slot = nnx.Param(jnp.zeros((K, hd), pdt))
+            self.bv_slot = nnx.Param(jnp.zeros((K, hd), pdt))
+        if variant == "gated":
+            self.w_attn_gate = nnx.Param(jnp.zeros((D, H, hd), pdt))
+            self.b_attn_gate = nnx.Param(jnp.zeros((H, hd), pdt))
         self.mlp_norm = Norm(cfg, rngs=rngs)
         if cfg.gated_mlp:
             self.w_gate = _init(rngs, (D, F), std, pdt)
@@ -204,6 +233,12 @@ class Block(nnx.Module):
         """`attention` of this layer: windowed where `local` (a bool, or a traced bool scalar
         choosing between the two static-window calls with lax.cond)."""
         cfg = self.cfg
+        variant = "softmax" if cfg.attention_variant == "gated" else cfg.attention_variant
+        slot = variants_lib.Slot(
+            logit_H=self.sink_logit[...] if variant == "sink_logit" else None,  # fp32 as stored.
+            key_KxD=self._w("bk_slot") if variant == "kv_bias" else None,
+            value_KxD=self._w("bv_slot") if variant == "kv_bias" else None,
+        )
 
         def run(window):
             return attention_lib.attention(
@@ -218,11 +253,24 @@ class Block(nnx.Module):
                 scale=self.scale,
                 return_probs=return_probs,
                 block_size=cfg.block_size,
+                variant=variant,
+                slot=slot,
             )
 
         if isinstance(local, bool):
             return run(cfg.sliding_window if local else None)
         return jax.lax.cond(local, lambda: run(cfg.sliding_window), lambda: run(None))
+
+    def sigmoid_bias(self, seq_len: int, segment_ids_BxT, local) -> jax.Array | None:
+        """[B or 1, T] bias of sigmoid attention in this layer (None for the other variants)."""
+        cfg = self.cfg
+        if cfg.attention_variant != "sigmoid":
+            return None
+        window = layer_window(cfg, local, seq_len)
+        count_BxT = attention_lib.visible_count(
+            seq_len, segment_ids_BxT, cfg.global_first_key, window
+        )
+        return variants_lib.sigmoid_bias(count_BxT)
 
     @property
     def scale(self) -> float:
@@ -235,7 +283,12 @@ class Block(nnx.Module):
         cfg = self.cfg
         q, k, v = self.qkv(x_BxTxD, positions_BxT, inv_freq)
         res = self.attend(q, k, v, segment_ids_BxT, local, "attn_probs" in collect)
-        o = jnp.einsum("bthk,hkd->btd", res.out_BxTxHxD, self._w("wo"))
+        out_BxTxHxD, noop_BxHxT = res.out_BxTxHxD, res.noop_BxHxT
+        if cfg.attention_variant == "gated":
+            out_BxTxHxD, noop_BxHxT = variants_lib.gate(
+                out_BxTxHxD, self.attn_norm(x_BxTxD), self._w("w_attn_gate"), self._w("b_attn_gate")
+            )
+        o = jnp.einsum("bthk,hkd->btd", out_BxTxHxD, self._w("wo"))
         if cfg.out_bias:
             o = o + self._w("bo")
         if cfg.post_norms:
@@ -259,7 +312,11 @@ class Block(nnx.Module):
                 global_first_key=cfg.global_first_key,
                 window=layer_window(cfg, local, q.shape[1]),
                 softcap=cfg.attn_logit_softcap,
+                sigmoid_bias=self.sigmoid_bias(q.shape[1], segment_ids_BxT, local),
             )
+        if "noop_mass" in collect:
+            zeros = jnp.zeros(res.lse_BxHxT.shape, jnp.float32)
+            stats["noop_mass"] = zeros if noop_BxHxT is None else noop_BxHxT
         if "value_norms" in collect:
             vn_BxTxK = jnp.linalg.norm(v.astype(jnp.float32), axis=-1)
             stats["value_norms"] = jnp.repeat(

@@ -35,6 +35,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"  # parameter (master weight) dtype.
     m.logits_dtype = "float32"  # output-head result dtype ("bfloat16": faster, CE still fp32).
     m.attention = "blockwise"  # backend: xla | blockwise | cudnn | pallas.
+    m.attention_variant = "softmax"  # softmax | sink_logit | softmax_plus_one | gated | kv_bias
+    # | sigmoid: how a head can do nothing (model/variants.py; sigmoid: xla or blockwise).
     m.remat = False  # recompute layers in the backward pass (saves memory).
     m.global_first_key = False  # key 0 visible to every query under intra-doc masking.
     m.sink_key = "window"  # sink statistics against key 0 ("window") or each doc's first key.
@@ -179,9 +181,10 @@ def apply_packing_cell(c: ml_collections.ConfigDict, name: str) -> None:
     # otherwise key 0 (the fixed <bos>, or the window's first token under causal masking).
     fixed = c.data.packing == "fixed_bos"
     c.model.sink_key = "segment" if c.data.intra_doc and not fixed else "window"
-    # cuDNN has no segment masking: the fastest backend that masks documents apart (and keeps
-    # the fixed <bos> visible when asked) instead.
-    needs = {"segment_ids": c.data.intra_doc, "global_first_key": c.model.global_first_key}
+    # cuDNN has no segment masking (nor sigmoid attention): the fastest backend that masks
+    # documents apart (and keeps the fixed <bos> visible, runs the variant) instead.
+    needs = {"segment_ids": c.data.intra_doc, "global_first_key": c.model.global_first_key,
+             "variant": c.model.get("attention_variant")}  # fmt: skip
     if backends.problems(c.model.attention, **needs):
         c.model.attention = "pallas" if "pallas" in backends.supporting(**needs) else "blockwise"
 

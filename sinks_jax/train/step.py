@@ -11,7 +11,10 @@ collects `sink_attn` (attention of every query to its sink key, recovered from t
 attention's log-sum-exp: it works with the fused backends) and returns, per layer and head,
 the mean over sequences and over the queries that can see their sink key (`[L, H]`) and
 the sink rates at eps 0.3 and 0.8, all at the full training context. The sink key is key 0
-or each document's first key (`model.sink_key`). Call it only on the steps that log them.
+or each document's first key (`model.sink_key`). It also returns `noop_mass` `[L, H]`, the
+mean over real queries of where the head's no-op went under `model.attention_variant` (the
+`noop_mass` statistic of sinks_jax.model; 0 for softmax). Call it only on the steps that log
+them.
 """
 
 from __future__ import annotations
@@ -97,6 +100,13 @@ def sink_summary(sink_attn_LxBxHxT: jax.Array, queries_LxBxT: jax.Array) -> dict
     return out
 
 
+def noop_summary(noop_LxBxHxT: jax.Array, valid_BxT: jax.Array) -> jax.Array:
+    """`[L, H]` mean of the `noop_mass` statistic over the real (non-padding) queries."""
+    w_1xBx1xT = valid_BxT[None, :, None, :].astype(jnp.float32)
+    total_LxH = jnp.sum(noop_LxBxHxT * w_1xBx1xT, axis=(1, 3))
+    return total_LxH / jnp.maximum(jnp.sum(w_1xBx1xT, axis=(1, 3)), 1.0)
+
+
 def global_norm(tree: Any) -> jax.Array:
     """sqrt of the sum of squares of every leaf (float32)."""
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
@@ -111,7 +121,7 @@ def micro_grads(
     sink_stats: bool,
 ) -> tuple[Params, jax.Array, jax.Array, dict[str, jax.Array]]:
     """One micro-batch: (gradient of the summed CE, summed CE, loss tokens, sink stats)."""
-    collect = ("sink_attn",) if sink_stats else ()
+    collect = ("sink_attn", "noop_mass") if sink_stats else ()
 
     def loss_fn(p):
         logits, aux = apply_model(
@@ -123,6 +133,7 @@ def micro_grads(
             model_cfg = nnx.merge(graphdef, p).config
             queries_LxBxT = sink_queries(batch_BxT["segment_ids"], model_cfg, use_segments)
             stats = sink_summary(aux["sink_attn"], queries_LxBxT)
+            stats["noop_mass"] = noop_summary(aux["noop_mass"], batch_BxT["segment_ids"] > 0)
         return total, (count, stats)
 
     (total, (count, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

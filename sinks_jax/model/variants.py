@@ -1,0 +1,153 @@
+"""Attention variants that give a head a no-op without spending a token on it (pure functions).
+
+`ModelConfig.attention_variant` picks one; `sinks_jax.model.attention.attention` applies it
+after the backend, so every backend keeps its kernel, its masks (causal, segments, windows,
+`global_first_key`) and its `(out, lse)` contract. With o and lse the backend's output and
+natural-log LSE over the visible keys (shapes as in `attention`):
+
+  softmax           the baseline: out = o.
+  sink_logit        a learned logit s_h per head joins every softmax row as an extra slot with
+                    no value (gpt-oss's attention sinks). Exactly, from (o, lse) alone:
+                        lse' = logaddexp(lse, s_h)    out = o * sigmoid(lse - s_h)
+                        slot mass = sigmoid(s_h - lse)
+                    s_h starts at 0 (the parameter `sink_logit` [H]): the model then starts as
+                    softmax_plus_one, whose slot takes 1 / (1 + sum_j exp(s_j)); at
+                    initialisation (scores near 0) about 1 / (t + 2) for query t, so only the
+                    first few queries park much, and the rest of the row starts as softmax.
+  softmax_plus_one  the same slot with s_h fixed at 0 (Miller's "softmax + 1"; no parameter).
+  kv_bias           a learned key/value pair per kv head, seen by every query (Gu et al.'s
+                    key/value bias): s_b = scale * q . k_b (soft-capped like the others),
+                        lse' = logaddexp(lse, s_b)
+                        out  = sigmoid(lse - s_b) * o + sigmoid(s_b - lse) * v_b
+                    The slot has no position (no RoPE). k_b and v_b (`bk_slot`, `bv_slot`
+                    [K, hd]) start at 0: the same start as softmax_plus_one.
+  gated             out = o * sigmoid(x W_g + b_g), x the layer's normed input, one gate per
+                    head and head dim (Qiu et al. 2025), applied before the output projection
+                    (`Block`; `gate` below). W_g = 0 and b_g = 0 at initialisation: every gate
+                    starts at 0.5, where the sigmoid's slope is steepest (gradients to b_g
+                    and W_g are largest) and no head or dimension is preferred; the factor 1/2
+                    on the attention output is the same as a smaller init of W_O.
+  sigmoid           no row normalisation: A_ij = sigmoid(s_ij + b_i) on the visible keys,
+                    out_i = sum_j A_ij v_j, with b_i = -log n_i, n_i the number of keys query i
+                    sees (Ramapuram et al.'s b = -log n, with n counted per query rather than
+                    as the call's length: a query's output then does not depend on how many
+                    tokens follow it, so a prefix, generation one token at a time and the
+                    evaluation at T = 64 compute the function trained at T = 2048; under causal
+                    masking the sum of the weights starts near n_i sigmoid(-log n_i) ~ 1).
+                    Its own path in the `xla` and `blockwise` backends
+                    (`backends.Capabilities.sigmoid`); the returned "lse" is the natural log
+                    of the row's total mass, log sum_j A_ij.
+
+Where the no-op mass went (`noop_mass` [B, H, T], collected per layer): the slot's share for
+sink_logit, softmax_plus_one and kv_bias; 1 - the mean gate over the head dim for gated (the
+fraction of the head's output the gate switches off); 1 - sum_j A_ij for sigmoid (negative
+when a row's weights sum past 1); 0 for softmax.
+
+The sink score is one definition across variants: the weight the sink key's value gets in the
+head's output, before any gate. For the softmax variants that is the attention to the sink key
+in the full row, slot included, exp(s_i0 - lse'), so the returned LSE is lse' (and `lse`
+statistics are those of the full row); for sigmoid it is sigmoid(s_i0 + b_i); for gated the
+ungated attention A_i0 (the gate's share is in `noop_mass`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+VARIANTS = ("softmax", "sink_logit", "softmax_plus_one", "gated", "kv_bias", "sigmoid")
+SLOT_VARIANTS = ("sink_logit", "softmax_plus_one", "kv_bias")  # merged through the LSE.
+
+
+class Slot(NamedTuple):
+    """A variant's learned parameters for `attention` (None where the variant has none)."""
+
+    logit_H: jax.Array | None = None  # sink_logit: s_h.
+    key_KxD: jax.Array | None = None  # kv_bias: k_b.
+    value_KxD: jax.Array | None = None  # kv_bias: v_b.
+
+
+def sigmoid_bias(visible_keys_BxT: jax.Array) -> jax.Array:
+    """b_i = -log n_i of sigmoid attention, n_i the keys query i sees (float32 [B or 1, T])."""
+    return -jnp.log(visible_keys_BxT.astype(jnp.float32))
+
+
+def merge_slot(out_BxTxHxD, lse_BxHxT, slot_logit_BxHxT, slot_value_BxTxHxD=None):
+    """One extra softmax slot (logit, optional value) merged into (out, lse), exactly.
+
+    Returns (out in out's dtype, lse' = logaddexp(lse, logit) float32, slot mass [B,H,T]).
+    sigmoid(lse - logit) = exp(lse - lse') is the keys' share, sigmoid(logit - lse) the slot's.
+    """
+    lse = lse_BxHxT.astype(jnp.float32)
+    logit = slot_logit_BxHxT.astype(jnp.float32)
+    keys_BxTxHx1 = jax.nn.sigmoid(lse - logit).transpose(0, 2, 1)[..., None]
+    mass_BxHxT = jax.nn.sigmoid(logit - lse)
+    out = keys_BxTxHx1 * out_BxTxHxD.astype(jnp.float32)
+    if slot_value_BxTxHxD is not None:
+        out = out + mass_BxHxT.transpose(0, 2, 1)[..., None] * slot_value_BxTxHxD
+    return out.astype(out_BxTxHxD.dtype), jnp.logaddexp(lse, logit), mass_BxHxT
+
+
+def null_slot(out_BxTxHxD, lse_BxHxT, logit_H=None):
+    """sink_logit (logit_H [H]) or softmax_plus_one (None: logit 0): a slot with no value."""
+    B, H, T = lse_BxHxT.shape
+    logit = jnp.zeros((H,), jnp.float32) if logit_H is None else logit_H.astype(jnp.float32)
+    return merge_slot(out_BxTxHxD, lse_BxHxT, jnp.broadcast_to(logit[None, :, None], (B, H, T)))
+
+
+def kv_slot(out_BxTxHxD, lse_BxHxT, q_BxTxHxD, key_KxD, value_KxD, *, scale, softcap=None):
+    """kv_bias: a learned key/value pair per kv head, visible to every query."""
+    H, K = q_BxTxHxD.shape[2], key_KxD.shape[0]
+    key_HxD = jnp.repeat(key_KxD.astype(jnp.float32), H // K, axis=0)
+    value_HxD = jnp.repeat(value_KxD.astype(jnp.float32), H // K, axis=0)
+    s_BxHxT = scale * jnp.einsum("bthd,hd->bht", q_BxTxHxD.astype(jnp.float32), key_HxD)
+    if softcap is not None:
+        s_BxHxT = softcap * jnp.tanh(s_BxHxT / softcap)
+    return merge_slot(out_BxTxHxD, lse_BxHxT, s_BxHxT, value_HxD[None, None])
+
+
+def gate(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE):
+    """gated: out * sigmoid(x W + b) per head and head dim. Returns (out, 1 - mean gate
+    [B, H, T] float32), the second being the share of the output switched off."""
+    logits = jnp.einsum("btd,dhe->bthe", x_BxTxD, w_DxHxE, preferred_element_type=jnp.float32)
+    g_BxTxHxE = jax.nn.sigmoid(logits + b_HxE.astype(jnp.float32))
+    out = (out_BxTxHxD.astype(jnp.float32) * g_BxTxHxE).astype(out_BxTxHxD.dtype)
+    return out, 1.0 - g_BxTxHxE.mean(-1).transpose(0, 2, 1)
+
+
+def sigmoid_noop_mass(lse_BxHxT):
+    """sigmoid: 1 - the row's total mass (its "lse" is the log of that mass)."""
+    return 1.0 - jnp.exp(lse_BxHxT)
+
+
+def lse_with_gradient(out_of_values, q_BxTxHxD, k_BxTxKxD, lse_BxHxT, segment_ids, *, scale):
+    """`lse_BxHxT` (a kernel's LSE without a gradient) made differentiable in q and k, exactly.
+
+    `out_of_values(q, k, v, segment_ids) -> out` is the kernel's attention (masks as for the
+    LSE, no soft-capping; it must close over no traced value). With A the kernel's weights, d lse_i / d q_i = scale * sum_j
+    A_ij k_j (the kernel's output for values k) and, for the LSE's cotangent g, d/d k_j of
+    sum_i g_i lse_i = scale * sum_i A_ij g_i q_i (the kernel's VJP in v under the cotangent
+    scale * g * q). One more forward and backward of the kernel, in the backward pass only;
+    for kernels whose VJP drops the LSE's cotangent (cuDNN), which the slot variants need.
+    """
+
+    @jax.custom_vjp
+    def differentiable(q, k, lse, seg):
+        return lse
+
+    def fwd(q, k, lse, seg):
+        return lse, (q, k, seg)
+
+    def bwd(res, g_BxHxT):
+        q, k, seg = res
+        mean_key_BxTxHxD, vjp = jax.vjp(lambda values: out_of_values(q, k, values, seg), k)
+        g_BxTxHx1 = g_BxHxT.transpose(0, 2, 1)[..., None].astype(jnp.float32)
+        dq = scale * g_BxTxHx1 * mean_key_BxTxHxD.astype(jnp.float32)
+        (dk,) = vjp((scale * g_BxTxHx1 * q.astype(jnp.float32)).astype(q.dtype))
+        return dq.astype(q.dtype), dk.astype(k.dtype), jnp.zeros_like(g_BxHxT), None
+
+    differentiable.defvjp(fwd, bwd)
+    lse_BxHxT = jax.lax.stop_gradient(lse_BxHxT)
+    return differentiable(q_BxTxHxD, k_BxTxKxD, lse_BxHxT, segment_ids)
