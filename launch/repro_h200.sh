@@ -19,6 +19,7 @@
 #   --experiment   which list of runs (default context: T 128/512/2048 seed 0, T 128/2048 seed 1;
 #                  variants: softmax and the five attention variants at T 2048).
 #   --gpus N       runs at once, one GPU each (default 2).
+#   --only A,B     only these runs of the experiment (names as in --dry-run's workdirs).
 #   --data DIR     the corpus copy (default data_repro: gutenberg/ openstax/ kjv_bible/).
 #   --work DIR     tokenizer, prepared corpus and runs (default runs_repro); keep it between
 #                  calls (it holds the checkpoints); not DATA, which a carried copy replaces.
@@ -35,13 +36,14 @@
 # gguf is not needed. Step (1) runs `pip install --no-index --find-links .whl ...`.
 set -euo pipefail
 
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
-budget=""; experiment=context; gpus=2; data=data_repro; work=runs_repro; out=""; tiny=0; dry=0
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
+budget=""; experiment=context; gpus=2; only=""; data=data_repro; work=runs_repro; out=""; tiny=0; dry=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --budget) budget="$2"; shift 2 ;;
     --experiment) experiment="$2"; shift 2 ;;
     --gpus) gpus="$2"; shift 2 ;;
+    --only) only="$2"; shift 2 ;;
     --data) data="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
@@ -74,8 +76,14 @@ overrides=(--config.data.source="$source" --config.data.tokenizer="$tokenizer"
            --config.model.vocab_size="$vocab")
 log() { echo "[repro $(date -u +%H:%M:%S) +$(($(date +%s) - start))s] $*"; }
 
-plan() {  # one `sinks-jax train ...` line per run of the experiment
-  sj sweep "configs/repro.py:experiment=$experiment,size=$size" --workdir "$runs" --print "${overrides[@]}"
+plan() {  # one `sinks-jax train ...` line per run of the experiment (those of --only)
+  local lines name
+  lines=$(sj sweep "configs/repro.py:experiment=$experiment,size=$size" --workdir "$runs" --print "${overrides[@]}")
+  [[ -z "$only" ]] && { echo "$lines"; return; }
+  for name in ${only//,/ }; do
+    grep -E -- "--workdir=$runs/$name( |\$)" <<< "$lines" \
+      || { echo "repro_h200.sh: --only: no run $name in experiment $experiment (see --dry-run)." >&2; return 2; }
+  done
 }
 if [[ "$dry" -eq 1 ]]; then plan; exit 0; fi
 mkdir -p "$work" "$runs" "$out"
