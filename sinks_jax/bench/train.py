@@ -17,7 +17,7 @@ from sinks_jax.model import attention as attn_lib
 
 def _train_config(args, backend: str, intra_doc: bool, global_first_key: bool = False):
     """The training config of the benchmark (paper_120m by default) for one backend."""
-    from sinks_jax.train.main import load_config
+    from sinks_jax.train.config_file import load_config
 
     config = load_config(args.config)
     config.seq_len = args.seq_len

@@ -18,7 +18,7 @@ import sys
 import traceback
 
 from sinks_jax import cli
-from sinks_jax.train.main import load_config, split_overrides
+from sinks_jax.train.config_file import load_config, split_overrides
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
