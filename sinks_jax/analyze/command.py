@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 
+from sinks_jax import cli_args
 from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.analyze.figures import write_figures
 from sinks_jax.analyze.inputs import choose_prompts, choose_swap, load_prompts, make_sequences
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=170,
         help="prompts drawn with --prompts-source (default 170, as the paper)",
     )
-    p.add_argument("--seq-len", type=int, default=64, help="tokens per sequence T (default 64)")
+    cli_args.add_seq_len(p, 64, "tokens per sequence T")
     p.add_argument(
         "--eps",
         type=float,
@@ -88,12 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="sink-rate thresholds (default 0.3 0.8)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
-    p.add_argument(
-        "--tokenizer",
-        default="byte",
-        help="tokenizer spec: 'byte' (default), 'sp:PATH.model' or "
-        "'hf:PATH/tokenizer.json'; with --workdir the run's own tokenizer is "
-        "used, with --hf the checkpoint's",
+    cli_args.add_tokenizer(
+        p, note="with --workdir the run's own tokenizer is used, with --hf the checkpoint's"
     )
     p.add_argument(
         "--short",
@@ -165,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fused backend for --long-context (default: cudnn on GPU, blockwise elsewhere)",
     )
-    p.add_argument("--out", required=True, help="output folder for report.json and figures")
+    cli_args.add_out(p, "output folder for report.json and figures")
     p.add_argument("--seed", type=int, default=0, help="init seed for --init-tiny")
     return p
 

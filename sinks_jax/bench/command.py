@@ -26,6 +26,7 @@ from typing import Any
 
 import jax
 
+from sinks_jax import cli_args
 from sinks_jax.bench.analysis import bench_analysis
 from sinks_jax.bench.attention import bench_attention
 from sinks_jax.bench.breakdown import bench_breakdown
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
     p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
-    p.add_argument("--out", default=None, help="write the records as JSON here")
+    cli_args.add_out(p, "write the records as JSON here", required=False)
     p.add_argument("--backends", nargs="*", default=None, help="train: none = packed cases only")
     p.add_argument("--seq-lens", nargs="+", type=int, default=None)
     p.add_argument("--iters", type=int, default=10)
@@ -76,8 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--dtype", default="bfloat16")
     # train / scaling mode
-    p.add_argument("--config", default="configs/paper_120m.py")
-    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument(
+        "--config",
+        default="configs/paper_120m.py",
+        help="train config (relative: the current directory, else the repository's configs/)",
+    )
+    cli_args.add_seq_len(p, 2048, "train, breakdown, compile: tokens per row T")
     p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
     p.add_argument("--micro-batch", type=int, default=0, help="override micro_batch_size")
     p.add_argument("--tokens-per-step", type=int, default=0, help="override tokens_per_step")

@@ -1,6 +1,7 @@
 """Data: sources (TFDS, local text, synthetic), tokenizers, the packing grid, the loader.
 
-Imports nothing else from sinks_jax. TensorFlow is imported only by the `tfds:` source.
+Imports from the rest of sinks_jax only the leaf modules `progress` and `cli_args`. TensorFlow is
+imported only by the `tfds:` source.
 
     from sinks_jax.data import LoaderSpec, make_loader
     spec = LoaderSpec("synthetic:bigram_backcopy", "byte", seq_len=256, batch_size=64,

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from sinks_jax import cli_args
 from sinks_jax.data import packing
 from sinks_jax.data.corpus import PREPARED
 from sinks_jax.data.loader import LoaderSpec
@@ -135,10 +136,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sinks-jax prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True,
                         help="text:GLOB[?valid=GLOB] | synthetic:KIND | tfds:NAME[:SPLIT]")
-    parser.add_argument("--tokenizer", default="byte", help="byte | sp:PATH.model | hf:PATH")
-    parser.add_argument("--out", required=True, help="output directory")
+    cli_args.add_tokenizer(parser)
+    cli_args.add_out(parser, "output directory")
     parser.add_argument("--splits", default="train,valid", help="comma-separated: train,valid,all")
-    parser.add_argument("--seq-len", type=int, default=512, help="for the manifest's packing statistics")
+    cli_args.add_seq_len(parser, 512, "T of the manifest's packing statistics")
     parser.add_argument("--packing", default="concat_bos", choices=packing.MODES)
     parser.add_argument("--intra-doc", action="store_true")
     parser.add_argument("--reset-positions", action="store_true")

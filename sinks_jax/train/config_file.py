@@ -85,12 +85,33 @@ def _unknown_key(spec: str, overrides: list[str]) -> str | None:
     return None
 
 
+# The repository's configs/ folder, beside the package (an editable or source install; a
+# wheel does not carry configs/).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs")
+
+
+def resolve_config_spec(spec: str) -> str:
+    """`path[:arg]` with `path` found: as given (relative to the current directory), else in
+    the repository's configs/ folder (`configs/X.py` or `X.py`); unchanged when neither
+    exists, so the caller's error names the path the user gave."""
+    path, sep, arg = spec.partition(":")
+    if os.path.isfile(path) or os.path.isabs(path):
+        return spec
+    rel = os.path.normpath(path)
+    if rel.split(os.sep)[0] == "configs":
+        rel = os.path.relpath(rel, "configs")
+    found = os.path.join(CONFIGS_DIR, rel)
+    return found + sep + arg if os.path.isfile(found) else spec
+
+
 def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """The config of `path[:arg]` with `--config.key=value` overrides applied (absl parsing).
 
     Raises ConfigError with one line for a missing file, a `get_config` that fails, an
-    unknown key (with ml_collections' "did you mean") or a value of the wrong type.
+    unknown key (with ml_collections' "did you mean") or a value of the wrong type. A relative
+    path is looked up in the current directory, then in the repository's configs/.
     """
+    spec = resolve_config_spec(spec)
     path = spec.partition(":")[0]
     if not os.path.isfile(path):
         near = sorted(glob.glob(os.path.join(os.path.dirname(path) or ".", "*.py")))
