@@ -27,7 +27,7 @@ def model_shape(name: str, quick: bool) -> dict[str, Any]:
     if quick:
         return dict(QUICK_SHAPE)
     if name == "llama8b":
-        from sinks_jax import hf
+        from sinks_jax.pretrained.hf_config import LLAMA_3_1_8B, config_from_hf_dict
 
-        return hf.config_from_hf_dict(hf.LLAMA_3_1_8B, dtype="bfloat16").to_dict()
+        return config_from_hf_dict(LLAMA_3_1_8B, dtype="bfloat16").to_dict()
     return dict(PAPER_120M)
