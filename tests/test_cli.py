@@ -72,3 +72,27 @@ def test_debug_keeps_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("SINKS_JAX_DEBUG", "1")
     with pytest.raises(ValueError, match="seq_len=0"):
         cli.main(["train", *TINY, "--config.seq_len=0", "--workdir", str(tmp_path / "run")])
+
+
+def test_config_paths_resolve_in_the_current_directory_then_the_repository(tmp_path, monkeypatch):
+    """`configs/X.py` and `X.py` from any directory find the repository's configs/; a file of
+    that name in the current directory wins."""
+    import os
+
+    from sinks_jax.train.config_file import load_config
+    from sinks_jax.train.sweep import family_variants
+
+    repo_configs = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs")
+    monkeypatch.chdir(tmp_path)
+    for spec in ("configs/quickstart.py:128", "quickstart.py:128"):
+        assert load_config(spec).seq_len == 128
+    variants = family_variants("configs/quickstart.py")
+    assert variants["T64"] == os.path.join(repo_configs, "quickstart.py") + ":64"
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "quickstart.py").write_text(
+        "from sinks_jax.train.config_base import base_config\n\n\n"
+        "def get_config(arg=None):\n    c = base_config()\n    c.seq_len = 96\n    return c\n"
+    )
+    assert load_config("configs/quickstart.py").seq_len == 96
+    with pytest.raises(ValueError, match="does not exist"):
+        load_config("configs/no_such_family.py")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sinks_jax.data import document_tokens, get_source, pack_documents
-from sinks_jax.data.loader import make_loader
+from sinks_jax.data.loader import LoaderSpec, make_loader
 from sinks_jax.data.prepare import main as prepare_main
 from sinks_jax.data.prepare import prepare_split
 from sinks_jax.data.tokenizers import ByteTokenizer
@@ -186,6 +186,23 @@ def test_loader_bad_inputs(corpus, tmp_path):
         make_loader(f"prepared:{tmp_path}", **_kw())
     with pytest.raises(ValueError, match="split 'test'"):
         make_loader(corpus[0], **_kw(split="test"))
+
+
+def test_loader_spec_is_the_loaders_options(corpus):
+    """One LoaderSpec names what make_loader's keyword form names: the same batches; a
+    changed field passed by name replaces the spec's; a bad option fails at construction."""
+    runtime = {"process_index": 0, "process_count": 1, "progress": False}
+    fields = {k: v for k, v in _kw().items() if k not in runtime}
+    spec = LoaderSpec(corpus[0], **fields)
+    assert _equal(_take(make_loader(spec, **runtime), 5), _take(make_loader(corpus[0], **_kw()), 5))
+    reseeded = _take(make_loader(spec, seed=4, **runtime), 5)
+    assert _equal(reseeded, _take(make_loader(corpus[0], **_kw(seed=4)), 5))
+    valid = LoaderSpec(corpus[0], split="valid")
+    assert (valid.shuffled, valid.epochs, spec.shuffled, spec.epochs) == (False, 1, True, None)
+    with pytest.raises(ValueError, match="packing mode"):
+        LoaderSpec(corpus[0], packing="packed")
+    with pytest.raises(TypeError, match="by name"):
+        make_loader(spec, "byte")
 
 
 def test_document_tokens_of_a_prepared_corpus_are_its_documents(corpus, tmp_path):

@@ -1,15 +1,17 @@
 """Data: sources (TFDS, local text, synthetic), tokenizers, the packing grid, the loader.
 
-Imports nothing else from sinks_jax. TensorFlow is imported only by the `tfds:` source.
+Imports from the rest of sinks_jax only the leaf modules `progress` and `cli_args`. TensorFlow is
+imported only by the `tfds:` source.
 
-    from sinks_jax.data import make_loader
-    loader = make_loader("synthetic:bigram_backcopy", "byte", seq_len=256, batch_size=64,
-                         packing="fixed_bos", intra_doc=True, seed=0)
+    from sinks_jax.data import LoaderSpec, make_loader
+    spec = LoaderSpec("synthetic:bigram_backcopy", "byte", seq_len=256, batch_size=64,
+                      packing="fixed_bos", intra_doc=True, seed=0)
+    loader = make_loader(spec)
     batch = next(loader)              # dict of int32 [64 // process_count, 256] arrays
     state = loader.get_state()        # {"index": .., "epoch": ..}: save with the checkpoint
 """
 
-from sinks_jax.data.loader import Loader, document_tokens, make_loader
+from sinks_jax.data.loader import Loader, LoaderSpec, document_tokens, make_loader
 from sinks_jax.data.packing import (
     FIELDS,
     MODES,
@@ -23,6 +25,7 @@ __all__ = [
     "FIELDS",
     "MODES",
     "Loader",
+    "LoaderSpec",
     "Tokenizer",
     "attention_mask_from_segments",
     "document_tokens",

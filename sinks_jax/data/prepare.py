@@ -13,7 +13,7 @@ Layout of `--out DIR`:
 The shards hold tokenised *documents*, not packed rows: packing is a cheap, pure function of
 the stream (`packing.build_rows`), so the loader packs on the fly and one prepared corpus
 serves the whole packing grid (every mode, with or without intra-document masking).
-Train from it with `make_loader("prepared:DIR", ...)` on a host without TensorFlow.
+Train from it with `make_loader(LoaderSpec("prepared:DIR", ...))` on a host without TensorFlow.
 
 Resuming: run the same command again; finished shards are kept, the source is re-read
 (cheap) and tokenisation restarts after the last finished shard.
@@ -29,8 +29,11 @@ import time
 
 import numpy as np
 
+from sinks_jax import cli_args
 from sinks_jax.data import packing
-from sinks_jax.data.loader import PackedRows, _PackKwargs
+from sinks_jax.data.corpus import PREPARED
+from sinks_jax.data.loader import LoaderSpec
+from sinks_jax.data.rows import make_rows
 from sinks_jax.data.sources import get_source
 from sinks_jax.data.tokenizers import Tokenizer, get_tokenizer
 from sinks_jax.progress import progress
@@ -113,21 +116,18 @@ def prepare_split(source: str, tokenizer: Tokenizer, split: str, out: str, *,
     return done
 
 
-def packing_stats(out: str, split: str, tokenizer: Tokenizer, seq_len: int, mode: str,
-                  intra_doc: bool, reset_positions: bool) -> dict:
-    """Rows, token and loss-mask counts of a prepared split under one packing setting."""
-    from sinks_jax.data.loader import load_prepared
-
-    raw, offsets = load_prepared(out, split, tokenizer)
-    rows = PackedRows(raw, offsets, _PackKwargs(seq_len, mode, intra_doc, reset_positions,
-                                                tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id))
+def packing_stats(spec: LoaderSpec, tokenizer: Tokenizer) -> dict:
+    """Rows, token and loss-mask counts of a prepared split (`spec.source` is `prepared:DIR`)
+    under the spec's packing setting."""
+    rows = make_rows(spec, tokenizer)
+    seq_len = spec.seq_len
     real = loss = 0
     for start in range(0, len(rows), 4096):
         r = rows.get(np.arange(start, min(start + 4096, len(rows))))
         real += int((r["segment_ids"] > 0).sum())
         loss += int(r["loss_mask"].sum())
-    return {"seq_len": seq_len, "packing": mode, "intra_doc": intra_doc,
-            "reset_positions": reset_positions, "rows": len(rows), "real_tokens": real,
+    return {"seq_len": seq_len, "packing": spec.packing, "intra_doc": spec.intra_doc,
+            "reset_positions": spec.reset_positions, "rows": len(rows), "real_tokens": real,
             "loss_tokens": loss, "padding_fraction": 1 - real / max(1, len(rows) * seq_len)}
 
 
@@ -136,10 +136,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sinks-jax prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True,
                         help="text:GLOB[?valid=GLOB] | synthetic:KIND | tfds:NAME[:SPLIT]")
-    parser.add_argument("--tokenizer", default="byte", help="byte | sp:PATH.model | hf:PATH")
-    parser.add_argument("--out", required=True, help="output directory")
+    cli_args.add_tokenizer(parser)
+    cli_args.add_out(parser, "output directory")
     parser.add_argument("--splits", default="train,valid", help="comma-separated: train,valid,all")
-    parser.add_argument("--seq-len", type=int, default=512, help="for the manifest's packing statistics")
+    cli_args.add_seq_len(parser, 512, "T of the manifest's packing statistics")
     parser.add_argument("--packing", default="concat_bos", choices=packing.MODES)
     parser.add_argument("--intra-doc", action="store_true")
     parser.add_argument("--reset-positions", action="store_true")
@@ -162,8 +162,10 @@ def main(argv: list[str]) -> int:
             if hasattr(src, "split_files"):  # text sources: which files this split read.
                 manifest["splits"][split]["files"] = src.split_files(split)
             _write_json(os.path.join(args.out, "manifest.json"), manifest)
-            stats = packing_stats(args.out, split, tok, args.seq_len, args.packing, args.intra_doc,
-                                  args.reset_positions)
+            spec = LoaderSpec(PREPARED + args.out, tok, args.seq_len, packing=args.packing,
+                              intra_doc=args.intra_doc, reset_positions=args.reset_positions,
+                              split=split)
+            stats = packing_stats(spec, tok)
             manifest["splits"][split]["packing"] = stats
             _write_json(os.path.join(args.out, "manifest.json"), manifest)
             print(f"{split}: {entry['documents']} documents, {entry['tokens']} tokens in "

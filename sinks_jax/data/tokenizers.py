@@ -33,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sinks_jax import cli_args
 from sinks_jax.data.specs import check_no_options_left, parse_spec, pop_int
 
 log = logging.getLogger(__name__)
@@ -297,8 +298,7 @@ def main(argv: list[str]) -> int:
                     help="sp: SentencePiece .model (default); bpe: byte-level BPE tokenizer.json")
     tr.add_argument("--source", required=True, help="source spec, e.g. text:data/*.jsonl.xz")
     tr.add_argument("--vocab-size", type=int, required=True)
-    tr.add_argument("--out", required=True,
-                    help="output: the .model file (sp), or tokenizer.json or its folder (bpe)")
+    cli_args.add_out(tr, "output: the .model file (sp), or tokenizer.json or its folder (bpe)")
     tr.add_argument("--model-type", default="bpe", choices=["bpe", "unigram", "char", "word"],
                     help="SentencePiece model type (--kind sp only)")
     tr.add_argument("--max-chars", type=int, default=None,

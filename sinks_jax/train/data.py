@@ -7,13 +7,14 @@ steps); the loader's iterator state is the checkpointed data state.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ml_collections
 import numpy as np
 
 from sinks_jax import analysis
-from sinks_jax.data.loader import make_loader
+from sinks_jax.data.loader import LoaderSpec, make_loader
 from sinks_jax.data.tokenizers import get_tokenizer
 
 
@@ -25,20 +26,18 @@ class DataPipeline:
         self.config, self.micro_batch, self.accumulation = config, micro_batch, accumulation
         self.tokenizer = get_tokenizer(d.tokenizer)
         self.vocab_size = self.tokenizer.vocab_size
-        self._common = {
-            "source": d.source,
-            "tokenizer": self.tokenizer,
-            "packing": d.packing,
-            "intra_doc": bool(d.intra_doc),
-            "reset_positions": bool(d.reset_positions),
-        }
-        self.train = make_loader(
-            **self._common,
+        self.spec = LoaderSpec(
+            source=d.source,
+            tokenizer=self.tokenizer,
             seq_len=config.seq_len,
             batch_size=micro_batch,
+            packing=d.packing,
+            intra_doc=bool(d.intra_doc),
+            reset_positions=bool(d.reset_positions),
             seed=config.seed,
             split="train",
         )
+        self.train = make_loader(self.spec)
 
     def next_train(self) -> dict[str, np.ndarray]:
         """This process's rows of the next optimizer step: int32 `[k, B_micro_local, T]`."""
@@ -53,14 +52,7 @@ class DataPipeline:
 
     def validation_batches(self, num_batches: int) -> list[dict[str, np.ndarray]]:
         """A fixed list of up to `num_batches` held-out batches `[B_micro_local, T]`."""
-        loader = make_loader(
-            **self._common,
-            seq_len=self.config.seq_len,
-            batch_size=self.micro_batch,
-            seed=self.config.seed,
-            split="valid",
-            progress=False,
-        )
+        loader = make_loader(self.spec, split="valid", progress=False)
         out = []
         for batch in loader:
             out.append(batch)
@@ -96,9 +88,8 @@ class DataPipeline:
 
     def _held_out_loader(self, length: int, batch_size: int, packing: str, shuffle: bool,
                          seed: int):
-        return make_loader(
-            source=self.config.data.source,
-            tokenizer=self.tokenizer,
+        spec = dataclasses.replace(
+            self.spec,
             seq_len=length,
             batch_size=batch_size,
             packing=packing,
@@ -106,11 +97,9 @@ class DataPipeline:
             reset_positions=False,
             seed=seed,
             split="valid",
-            process_index=0,
-            process_count=1,
             shuffle=shuffle,
-            progress=False,
         )
+        return make_loader(spec, process_index=0, process_count=1, progress=False)
 
     def _document_starts(self, num: int, length: int) -> list[np.ndarray]:
         """The first `length` tokens of held-out documents that have that many."""

@@ -23,11 +23,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,113 +40,31 @@ from sinks_jax.train import flops, optim, sharding, sink_eval
 from sinks_jax.train import state as state_lib
 from sinks_jax.train import step as step_lib
 from sinks_jax.train.data import DataPipeline
+from sinks_jax.train.metrics import METRICS_FILE, MetricsWriter, keep_metrics_through
+from sinks_jax.train.stop import StopRequest
 from sinks_jax.train.validate import ConfigError, validate_config
 
 SUMMARY_FILE = "summary.json"
-METRICS_FILE = "metrics.jsonl"
+
+__all__ = [
+    "METRICS_FILE",
+    "SUMMARY_FILE",
+    "MetricsWriter",
+    "Run",
+    "StopRequest",
+    "TrainingDiverged",
+    "evaluate",
+    "finish",
+    "keep_metrics_through",
+    "restore",
+    "run_steps",
+    "setup",
+    "train",
+]
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient norm became NaN or infinite."""
-
-
-def keep_metrics_through(path: str, step: int) -> int:
-    """Drop the rows of metrics.jsonl logged after `step` (and any torn last line); returns
-    how many rows were dropped. A run stopped after its last checkpoint logged them, and the
-    resumed run logs those steps again."""
-    if not os.path.exists(path):
-        return 0
-    kept, dropped = [], 0
-    with open(path) as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                dropped += 1
-                continue
-            if row.get("step", 0) <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-            else:
-                dropped += 1
-    if dropped:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
-    return dropped
-
-
-class MetricsWriter:
-    """Appends one JSON object per line to metrics.jsonl and mirrors scalars to TensorBoard.
-
-    `after_step` is the step the run resumes from: rows above it are dropped first, and
-    TensorBoard is told to purge its events above it too.
-    """
-
-    def __init__(self, workdir: str, enabled: bool, after_step: int = 0):
-        self.enabled = enabled
-        if not enabled:
-            return
-        os.makedirs(workdir, exist_ok=True)
-        path = os.path.join(workdir, METRICS_FILE)
-        keep_metrics_through(path, after_step)
-        self.file = open(path, "a")  # noqa: SIM115 (closed in close())
-        try:
-            from tensorboardX import SummaryWriter
-
-            self.tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=after_step + 1)
-        except ImportError:  # TensorBoard output is optional.
-            self.tb = None
-
-    def write(self, step: int, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        record = {"step": step, **record}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in record.items():
-                if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.file.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
-class StopRequest:
-    """While active, SIGTERM and Ctrl-C (SIGINT) ask the loop to stop after the current step
-    (`self.signal` names the first one). After a first Ctrl-C, SIGINT gets its default
-    action back, so a second Ctrl-C kills the process at once, without saving."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signal: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread():  # only it may set handlers.
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._on_signal)
-        return self
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.signal = self.signal or signal.Signals(signum).name
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            print(
-                "\nCtrl-C: saving a checkpoint after this step, then stopping "
-                "(Ctrl-C again aborts without saving).",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def __exit__(self, *exc: Any) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 @dataclasses.dataclass

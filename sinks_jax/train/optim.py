@@ -21,13 +21,14 @@ LAYER_AXIS_KEY = "layers"  # parameters under this key have a leading [L] axis.
 NO_DECAY_NAMES = ("scale", "bias")  # norm parameters.
 
 
-def _key_names(path) -> list[str]:
+def key_names(path) -> list[str]:
+    """The names along a jax key path (dict keys, attribute names, sequence indices)."""
     return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
 def decays(path, leaf) -> bool:
     """Whether the parameter at `path` (a jax key path) gets weight decay."""
-    names = _key_names(path)
+    names = key_names(path)
     name = names[-1] if names else ""
     if name in NO_DECAY_NAMES or any("norm" in n for n in names):
         return False

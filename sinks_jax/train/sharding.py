@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sinks_jax.train.optim import LAYER_AXIS_KEY, _key_names
+from sinks_jax.train.optim import LAYER_AXIS_KEY, key_names
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -76,7 +76,7 @@ def fsdp_spec(path, shape: tuple[int, ...], fsdp_size: int) -> P:
     """PartitionSpec of one parameter: its largest `fsdp`-divisible axis (not the layer axis)."""
     if fsdp_size <= 1 or len(shape) == 0:
         return P()
-    skip = 1 if LAYER_AXIS_KEY in _key_names(path) else 0
+    skip = 1 if LAYER_AXIS_KEY in key_names(path) else 0
     candidates = [a for a in range(skip, len(shape)) if shape[a] % fsdp_size == 0]
     if not candidates:
         return P()

@@ -28,8 +28,7 @@ import optax
 from flax import nnx
 
 from sinks_jax import analysis
-from sinks_jax.model import ModelConfig, Transformer, sink_query_mask
-from sinks_jax.model import fused
+from sinks_jax.model import ModelConfig, Transformer, fused, sink_query_mask
 
 Batch = dict[str, jax.Array]
 Params = dict[str, Any]

@@ -18,7 +18,7 @@ import sys
 import traceback
 
 from sinks_jax import cli
-from sinks_jax.train.main import load_config, split_overrides
+from sinks_jax.train.config_file import load_config, resolve_config_spec, split_overrides
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -28,8 +28,9 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def family_variants(spec: str) -> dict[str, str]:
-    """Variant name -> full config spec `path:arg`, from the file's `variants(arg)`."""
-    path, arg = split_spec(spec)
+    """Variant name -> full config spec `path:arg`, from the file's `variants(arg)` (a
+    relative path: in the current directory, else in the repository's configs/)."""
+    path, arg = split_spec(resolve_config_spec(spec))
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} does not exist.")
     module_spec = importlib.util.spec_from_file_location("sinks_jax_config_family", path)

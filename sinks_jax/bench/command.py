@@ -1,0 +1,158 @@
+"""`sinks-jax bench`: throughput and memory of training, attention backends and sink statistics.
+
+    sinks-jax bench train      [--config configs/paper_120m.py] [--seq-len 2048] [--backends ...]
+                               [--variant sink_logit] (model.attention_variant; default softmax)
+    sinks-jax bench attention  [--seq-lens 2048 8192 32768] [--backends ...]
+    sinks-jax bench analysis   [--seq-lens 8192 32768 131072] [--model paper_120m|llama8b]
+    sinks-jax bench scaling    (the train mode on 1 and on all local devices, same per-device batch)
+    sinks-jax bench compile    [--depths 2 12 48] (compile time of the forward pass against depth)
+    add --quick for a seconds-long CPU smoke run; --out FILE.json for the full records.
+
+Each mode prints a table and writes JSON records (device, versions, settings, figures). Times
+are medians over `--iters` runs after `--warmup` runs, synchronised with block_until_ready.
+Peak memory is XLA's compiled memory analysis of the timed executable (arguments + outputs +
+temporaries), which is per case and does not depend on what ran before.
+MFU counts 6 x (matmul parameters incl. the output head) x tokens + causal attention FLOPs
+(12 L H hd T / 2 per token), against 989 TFLOP/s dense bf16 for H100/H200 SXM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from typing import Any
+
+import jax
+
+from sinks_jax import cli_args
+from sinks_jax.bench.analysis import bench_analysis
+from sinks_jax.bench.attention import bench_attention
+from sinks_jax.bench.breakdown import bench_breakdown
+from sinks_jax.bench.compile import bench_compile
+from sinks_jax.bench.scaling import bench_scaling
+from sinks_jax.bench.train import bench_train
+
+
+def environment() -> dict[str, Any]:
+    import flax
+    import optax
+
+    dev = jax.devices()[0]
+    return {
+        "date": datetime.date.today().isoformat(),
+        "device": dev.device_kind,
+        "platform": dev.platform,
+        "device_count": jax.device_count(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "command": "sinks-jax bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else []),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sinks-jax bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "mode", choices=("train", "attention", "analysis", "scaling", "breakdown", "compile")
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
+    p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
+    cli_args.add_out(p, "write the records as JSON here", required=False)
+    p.add_argument("--backends", nargs="*", default=None, help="train: none = packed cases only")
+    p.add_argument("--seq-lens", nargs="+", type=int, default=None)
+    p.add_argument("--iters", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--block-size", type=int, default=512, help="blockwise backend tile")
+    # attention mode
+    p.add_argument("--tokens", type=int, default=65536, help="B = tokens // T")
+    p.add_argument("--heads", type=int, default=12)
+    p.add_argument("--kv-heads", type=int, default=1)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--dtype", default="bfloat16")
+    # train / scaling mode
+    p.add_argument(
+        "--config",
+        default="configs/paper_120m.py",
+        help="train config (relative: the current directory, else the repository's configs/)",
+    )
+    cli_args.add_seq_len(p, 2048, "train, breakdown, compile: tokens per row T")
+    p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
+    p.add_argument("--variant", default="softmax", help="train: model.attention_variant")
+    p.add_argument("--micro-batch", type=int, default=0, help="override micro_batch_size")
+    p.add_argument("--tokens-per-step", type=int, default=0, help="override tokens_per_step")
+    p.add_argument(
+        "--packed-backend",
+        default="pallas",
+        help="backend for the packed + intra-doc case ('' to skip)",
+    )
+    p.add_argument(
+        "--packed-modes",
+        nargs="+",
+        choices=("intra_bos", "intra_fixed_bos"),
+        default=["intra_bos"],
+        help="train: packed cells timed (intra_fixed_bos: key 0 visible to every document)",
+    )
+    p.add_argument("--devices", type=int, default=0, help="train mode: devices (default 1)")
+    p.add_argument("--per-device-batch", type=int, default=0, help="scaling: rows per device")
+    p.add_argument("--accumulation", type=int, default=1, help="scaling: micro-steps")
+    p.add_argument("--depths", nargs="+", type=int, default=[2, 12, 48], help="compile mode")
+    # analysis mode
+    p.add_argument("--model", choices=("paper_120m", "llama8b"), default="paper_120m")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    gpu = jax.default_backend() == "gpu"
+    if args.backends is None:
+        args.backends = {
+            "attention": ["xla", "cudnn", "pallas", "blockwise"] if gpu else ["xla", "blockwise"],
+            "train": ["cudnn", "pallas"] if gpu else ["blockwise"],
+            "scaling": ["cudnn"] if gpu else ["blockwise"],
+            "analysis": ["cudnn"] if gpu else ["blockwise"],
+            "breakdown": ["cudnn"] if gpu else ["blockwise"],
+            "compile": ["cudnn"] if gpu else ["blockwise"],
+        }[args.mode]
+    if args.seq_lens is None:
+        args.seq_lens = {"attention": [2048, 8192, 32768], "analysis": [8192, 32768, 131072]}.get(
+            args.mode, [args.seq_len]
+        )
+    if args.quick:
+        args.seq_lens = [s for s in (64, 128)]
+        args.seq_len, args.iters, args.warmup, args.tokens = 64, 2, 1, 256
+        args.heads, args.kv_heads, args.head_dim, args.block_size = 4, 2, 16, 32
+        args.config = "configs/quickstart.py:64"
+        args.tokens_per_step, args.micro_batch = 512, 8
+        if not gpu:
+            args.packed_backend = "blockwise"
+        if args.mode == "scaling" and args.per_device_batch == 0:
+            args.per_device_batch = 4
+    if not gpu and args.packed_backend == "pallas":
+        args.packed_backend = "blockwise"
+    env = environment()
+    print(
+        f"# {env['device']} x{env['device_count']}  jax {env['jax']}  flax {env['flax']}  "
+        f"{env['date']}"
+    )
+    run = {
+        "train": bench_train,
+        "attention": bench_attention,
+        "analysis": bench_analysis,
+        "scaling": bench_scaling,
+        "breakdown": bench_breakdown,
+        "compile": bench_compile,
+    }[args.mode]
+    records = run(args)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"environment": env, "args": vars(args), "records": records}, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
