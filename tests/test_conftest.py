@@ -58,7 +58,7 @@ def test_default_run_pins_cpu_and_gpu_run_does_not(tmp_path):
     for name, marks in (("default", "not gpu"), ("gpu", "gpu")):
         out = tmp_path / f"{name}.txt"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-               "-m", marks, "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path)]  # fmt: skip
+               "-m", marks, "--rootdir", str(tmp_path), "-c", os.devnull, tmp_path]  # fmt: skip
         run = subprocess.run(cmd, env={**env, "PROBE_OUT": str(out)}, capture_output=True,
                              text=True, cwd=tmp_path)  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr

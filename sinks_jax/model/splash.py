@@ -181,7 +181,7 @@ _BWD_STATIC = (
 _splash.defvjp(_splash_fwd, _splash_bwd)
 
 
-def _batch_axes(batch: int) -> tuple[str, ...]:
+def batch_axes(batch: int) -> tuple[str, ...]:
     """The axes of the mesh set with `jax.set_mesh` to split the batch over: leading axes while
     their sizes' product divides the batch (the others replicate the work)."""
     mesh = jax.sharding.get_abstract_mesh()
@@ -219,7 +219,7 @@ def _segment_masked(
     def run(q, k, v, seg):
         return jax.vmap(functools.partial(_splash, kernel))(q, k, v, seg)
 
-    axes = _batch_axes(B)
+    axes = batch_axes(B)
     if axes:
         spec = jax.sharding.PartitionSpec(axes)
         seg_spec = None if seg is None else spec
