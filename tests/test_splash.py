@@ -98,15 +98,17 @@ def test_splash_matches_xla(H, K, T, segments, first_key, window, softcap, recei
         assert rel(a, b) < TOL, name
 
 
+def mesh_2x4():
+    return jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
 def test_splash_shards_the_batch_under_a_mesh():
     """With a mesh set, the kernel runs per device under shard_map (a Mosaic kernel cannot be
     partitioned automatically) over the leading mesh axes that divide the batch."""
     q, k, v = qkv(4, 128, 2, 1)
-    seg = documents(4, 128)
-    kw = dict(scale=32**-0.5, segment_ids=seg)
+    kw = dict(scale=32**-0.5, segment_ids=documents(4, 128))
     ref = attn.attention(q, k, v, backend="xla", **kw)
-    mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh_2x4()):
         f = jax.jit(functools.partial(attn.attention, backend="splash", **kw))
         assert "manual_computation" in f.lower(q, k, v).as_text()
         got = f(q, k, v)
@@ -114,6 +116,23 @@ def test_splash_shards_the_batch_under_a_mesh():
     assert splash.batch_axes(4) == ()  # no mesh set: one call over the whole batch.
     assert rel(got.out_BxTxHxD, ref.out_BxTxHxD) < TOL
     assert float(jnp.abs(got.lse_BxHxT - ref.lse_BxHxT).max()) < TOL * 10
+
+
+@SLOW
+def test_splash_gradients_under_a_mesh():
+    """The training path on several devices: gradients through shard_map and the kernel."""
+    q, k, v = qkv(8, 128, 2, 1)
+    kw = dict(scale=32**-0.5, segment_ids=documents(8, 128), global_first_key=True)
+
+    def loss(backend, q, k, v):
+        out, lse = attn.attention(q, k, v, backend=backend, **kw)[:2]
+        return jnp.sum(out * out) + jnp.sum(lse)
+
+    grad = jax.grad(loss, argnums=(1, 2, 3))
+    with jax.set_mesh(mesh_2x4()):
+        got = jax.jit(functools.partial(grad, "splash"))(q, k, v)
+    for name, a, b in zip("qkv", got, grad("xla", q, k, v)):
+        assert rel(a, b) < TOL, name
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """The TPU splash-attention kernel as a backend: (out [B,T,H,D], natural-log LSE [B,H,T] f32).
 
 `jax.experimental.pallas.ops.tpu.splash_attention` works per example on [H, T, D] and does not
-scale q; this module scales q, maps the batch (and, under a mesh set with `jax.set_mesh`,
-shards it over every mesh axis with `shard_map`: a Mosaic kernel cannot be partitioned
-automatically), and pads T at the end to a multiple of 128 (padded keys follow every real
-query, so causality hides them exactly).
+scale q; this module scales q (in q's dtype: in bfloat16 a rounding of 2^-9 relative per
+element, well below the kernel's own bfloat16 probabilities), maps the batch (and, under a mesh
+set with `jax.set_mesh`, splits it over the mesh with `shard_map`: a Mosaic kernel cannot be
+partitioned automatically), and pads T at the end to a multiple of 128 (padded keys follow
+every real query, so causality hides them exactly).
 
   masks    causal, or a local window (`LocalMask`: query i sees i - window < j <= i); segment
            ids through the kernel's `SegmentIds`. `global_first_key`: without segments key 0 is
@@ -152,12 +153,15 @@ def _splash_bwd(kernel, res, cotangents):
     shift = jnp.where(nonzero, g_HxTx1 / jnp.where(nonzero, norm2_HxTx1, 1.0), 0.0)
     out = (out.astype(jnp.float32) - shift * do).astype(out.dtype)
     n_res = len(typing.get_args(getattr(sk, "SplashResidualsType", None)))
-    if n_res != 9:
+    missing = sorted(set(_BWD_STATIC) - set(kernel.kwargs))
+    if n_res != 9 or missing:
         raise RuntimeError(
-            f"attention='splash': jax {jax.__version__}'s splash kernel keeps {n_res} residuals, "
-            f"not the 9 of jax {SPLASH_VERIFIED_JAX} this backend was checked on. Use "
-            "attention='blockwise', or install jax in that range."
+            f"attention='splash': jax {jax.__version__}'s splash kernel keeps {n_res} residuals "
+            f"(expected 9) and lacks the settings {missing}, unlike jax {SPLASH_VERIFIED_JAX} "
+            "where this backend was checked. Use attention='blockwise', or install jax in that "
+            "range."
         )
+    # (q, k, v, segment_ids, sinks, out, logsumexp, dq_mask_info, dkv_mask_info)
     res = (q, k, v, _segments(seg_T), None, out, lse_HxT, kernel.dq_mask_info,
            kernel.dkv_mask_info)  # fmt: skip
     kw = {name: kernel.kwargs[name] for name in _BWD_STATIC}
@@ -199,7 +203,7 @@ def _segment_masked(
     block_size, interpret,
 ):  # fmt: skip
     """Causal (windowed, segment-masked) splash attention, key 0 in the static mask if asked."""
-    B, T, H, D = q_BxTxHxD.shape
+    B, T, H, _ = q_BxTxHxD.shape
     K = k_BxTxKxD.shape[2]
     Tp, block = splash_block(T, block_size)
     pad = [(0, 0), (0, Tp - T), (0, 0), (0, 0)]
@@ -248,7 +252,7 @@ def splash_attention(
     of 128). `interpret=None`: the kernel's interpret mode off TPU."""
     if interpret is None:
         interpret = jax.default_backend() != "tpu"
-    kw = dict(window=window, softcap=softcap, block_size=block_size, interpret=interpret)
+    kw = {"window": window, "softcap": softcap, "block_size": block_size, "interpret": interpret}
     if global_first_key and segment_ids_BxT is not None:
         kernel = functools.partial(_segment_masked, first_key=True, **kw)
         return fused.attend_first_key_globally(
