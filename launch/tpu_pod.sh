@@ -4,7 +4,7 @@
 #   launch/tpu_pod.sh TPU_NAME ZONE [--project P] [--repo DIR] [--dry-run] -- COMMAND [ARGS...]
 #   launch/tpu_pod.sh my-v5p-64 us-east5-a -- sinks-jax train \
 #       --config configs/context_length.py:paper,2048 --workdir gs://my-bucket/ctx/T2048 \
-#       --config.model.attention=blockwise --config.mesh.fsdp=-1 --config.mesh.data=1
+#       --config.model.attention=splash --config.mesh.fsdp=-1 --config.mesh.data=1
 #
 # Every worker needs this repository at --repo (default: ~/sinks_jax) with sinks_jax installed,
 # and the workdir must be storage all workers share (a gs:// bucket). The command runs with

@@ -1,7 +1,7 @@
 """GPU-only agreement of the fused backends with the explicit xla path (bf16 tolerances).
 
-Run on a CUDA machine with `python -m pytest -m gpu -n 0 tests/test_gpu.py` (with `-m gpu` the test
-set-up leaves JAX free to pick the GPU); skipped on CPU.
+Run on a CUDA machine with `python -m pytest -m gpu tests/test_gpu.py` (with `-m gpu` the test
+set-up leaves JAX free to pick the GPU); skipped, with the platform JAX found, elsewhere.
 """
 
 import numpy as np
@@ -15,7 +15,10 @@ from sinks_jax.model import fused
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a CUDA GPU"),
+    pytest.mark.skipif(
+        jax.default_backend() != "gpu",
+        reason=f"needs a CUDA GPU; JAX's platform here is {jax.default_backend()!r}",
+    ),
 ]
 
 

@@ -40,7 +40,6 @@ def tokens(B=2, T=16, seed=1):
         (dict(num_heads=12, num_kv_heads=5, d_model=48), "num_kv_heads=5"),
         (dict(d_model=30, num_heads=4), "d_model=30"),
         (dict(attention="flash"), "attention='flash'"),
-        (dict(attention="splash"), "blockwise"),
         (dict(dtype="fp8"), "dtype='fp8'"),
         (dict(num_layers=0), "num_layers=0"),
         (dict(head_dim=7), "even for RoPE"),

@@ -14,8 +14,7 @@ Backends:
   pallas     the Pallas GPU flash kernel (jax.experimental.pallas.ops.gpu.attention); with
              `global_first_key`, key 0 is merged in through the LSE
              (fused.attend_first_key_globally).
-
-On TPU use `blockwise` (a splash-kernel backend is not wired in this version).
+  splash     the Pallas TPU splash kernel (sinks_jax.model.splash), tiled by `block_size`.
 
 Shapes: B batch, T tokens, H query heads, K kv heads (H % K == 0), D head dim.
 Masking: causal by window index; with `segment_ids` ([B, T] int32) a query sees only keys of
@@ -44,6 +43,7 @@ import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
 from sinks_jax.model import fused
+from sinks_jax.model import splash as splash_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
 
@@ -226,6 +226,7 @@ def attention(
         ),
         "cudnn": fused.cudnn_attention,
         "pallas": fused.pallas_gpu_attention,
+        "splash": functools.partial(splash_lib.splash_attention, block_size=block_size),
     }
     if backend in fused_kernels:
         kernel = functools.partial(

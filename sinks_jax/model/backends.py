@@ -24,6 +24,8 @@ class Capabilities:
     dtypes: tuple[str, ...]  # compute dtypes (ModelConfig.dtype) it accepts.
     segment_ids: bool  # intra-document masking (data.intra_doc=True).
     global_first_key: bool  # key 0 visible to every query across documents.
+    window: bool  # local (sliding-window) layers, ModelConfig.sliding_window.
+    softcap: bool  # attention-logit soft-capping, ModelConfig.attn_logit_softcap.
     seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
     sigmoid: bool = False  # its own path for attention_variant="sigmoid" (model/variants.py).
     lse_gradient: bool = True  # its VJP takes the LSE's cotangent (else the slot variants
@@ -36,6 +38,8 @@ BACKENDS: dict[str, Capabilities] = {
         dtypes=ALL_DTYPES,
         segment_ids=True,
         global_first_key=True,
+        window=True,
+        softcap=True,
         seq_block=1,
         sigmoid=True,
     ),
@@ -44,6 +48,8 @@ BACKENDS: dict[str, Capabilities] = {
         dtypes=ALL_DTYPES,
         segment_ids=True,
         global_first_key=True,
+        window=True,
+        softcap=True,
         seq_block=1,  # pads T to its block itself.
         sigmoid=True,
     ),
@@ -52,6 +58,8 @@ BACKENDS: dict[str, Capabilities] = {
         dtypes=("bfloat16", "float16"),
         segment_ids=False,
         global_first_key=False,
+        window=True,
+        softcap=False,
         seq_block=1,
         lse_gradient=False,  # the cuDNN layer's VJP drops it.
     ),
@@ -60,7 +68,18 @@ BACKENDS: dict[str, Capabilities] = {
         dtypes=ALL_DTYPES,
         segment_ids=True,
         global_first_key=True,  # key 0 merged through the LSE (fused.attend_first_key_globally).
+        window=False,
+        softcap=False,
         seq_block=128,  # the kernel's default block (model/fused.py); Triton blocks are 2^k.
+    ),
+    "splash": Capabilities(
+        platforms=("tpu",),  # elsewhere only in Pallas interpret mode (the CPU tests).
+        dtypes=ALL_DTYPES,
+        segment_ids=True,
+        global_first_key=True,  # a mask column, or merged through the LSE across documents.
+        window=True,
+        softcap=True,
+        seq_block=1,  # pads T to a multiple of 128 itself (model/splash.py).
     ),
 }
 
@@ -78,6 +97,8 @@ def problems(
     dtype: str | None = None,
     segment_ids: bool = False,
     global_first_key: bool = False,
+    window: bool = False,
+    softcap: bool = False,
     seq_len: int | None = None,
     platform: str | None = None,
     variant: str | None = None,
@@ -95,6 +116,10 @@ def problems(
         out.append("has no segment ids (intra-document masking, data.intra_doc=True)")
     if global_first_key and not c.global_first_key:
         out.append("cannot keep key 0 visible across documents (global_first_key=True)")
+    if window and not c.window:
+        out.append("has no sliding window (local layers, sliding_window)")
+    if softcap and not c.softcap:
+        out.append("cannot soft-cap attention logits (attn_logit_softcap)")
     if variant == "sigmoid" and not c.sigmoid:
         out.append("has no sigmoid attention (attention_variant='sigmoid')")
     if seq_len is not None and not seq_len_fits(seq_len, c.seq_block):

@@ -51,7 +51,7 @@ class ModelConfig:
     # Attention masking and the sink key.
     global_first_key: bool = False  # key 0 visible to every query even under intra-doc masking.
     sink_key: str = "window"  # "window": key 0; "segment": first key of the query's document.
-    block_size: int = 512  # key/query block of the `blockwise` backend.
+    block_size: int = 512  # key/query block of the `blockwise` and `splash` backends.
 
     # Knobs for pretrained families (defaults: LLaMA).
     norm_type: str = "rms"  # "rms" or "layer" (LayerNorm with bias, GPT-2).
@@ -112,11 +112,6 @@ class ModelConfig:
             need(self.head_size % 2 == 0, f"head_dim={self.head_size} must be even for RoPE.")
             need(self.rope_theta > 0, f"rope_theta={self.rope_theta} must be positive.")
         need(self.norm_eps > 0, f"norm_eps={self.norm_eps} must be positive.")
-        need(
-            self.attention != "splash",
-            "attention='splash' (TPU) is not available in this version; use "
-            "attention='blockwise' on TPU, which returns the same statistics.",
-        )
         for name, allowed in (
             ("attention", tuple(BACKENDS)),
             ("dtype", DTYPES),
@@ -167,19 +162,13 @@ class ModelConfig:
                 w is not None or "local" not in self.layer_types,
                 "layer_types has 'local' layers but sliding_window=None; set sliding_window.",
             )
-        need(
-            not (self.attention == "pallas" and any(self.local_layers)),
-            f"attention='pallas' has no sliding window (sliding_window={w}); use "
-            "attention='cudnn' on GPU or 'blockwise' anywhere.",
-        )
         for name in ("attn_logit_softcap", "final_logit_softcap", "rope_local_theta"):
             v = getattr(self, name)
             need(v is None or v > 0, f"{name}={v!r} must be positive or None.")
-        need(
-            self.attn_logit_softcap is None or self.attention in ("xla", "blockwise"),
-            f"attention={self.attention!r} cannot soft-cap attention logits "
-            f"(attn_logit_softcap={self.attn_logit_softcap}); use 'xla' or 'blockwise'.",
-        )
+        needs = dict(window=any(self.local_layers), softcap=self.attn_logit_softcap is not None)
+        for problem in backends.problems(self.attention, **needs):
+            can = backends.supporting(dtype=self.dtype, **needs)
+            need(False, f"attention={self.attention!r} {problem}; backends that can: {can}.")
 
     @property
     def kv_heads(self) -> int:

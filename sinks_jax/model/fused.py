@@ -165,17 +165,18 @@ def _pallas_module():
     return pallas_attention
 
 
-def _call_private(mod, name: str, **kwargs):
+def call_private(mod, name: str, backend: str, verified: str, /, **kwargs):
     """`mod.name(**kwargs)`, after checking that the private function still takes these
-    keyword arguments (its signature is not a public promise)."""
+    keyword arguments (its signature is not a public promise); the error names `backend` and
+    the jax releases it was `verified` on."""
     fn = getattr(mod, name, None)
     try:
         inspect.signature(fn).bind(**kwargs)
     except (TypeError, ValueError) as e:
         raise RuntimeError(
-            f"attention='pallas': jax {jax.__version__}'s {mod.__name__}.{name} no longer "
+            f"attention={backend!r}: jax {jax.__version__}'s {mod.__name__}.{name} no longer "
             f"takes the arguments {sorted(kwargs)} ({e}); it was checked on jax "
-            f"{PALLAS_VERIFIED_JAX}. Use attention='blockwise', or install jax in that range."
+            f"{verified}. Use attention='blockwise', or install jax in that range."
         ) from e
     return fn(**kwargs)
 
@@ -215,7 +216,9 @@ def _pallas_fwd(q, k, v, seg, scale, block, interpret):
     kw = _pallas_kwargs(mod, scale, block, interpret)
     # The kernel's forward with return_residuals=False still keeps the LSE among its residuals;
     # taking it from there lets the backward kernel run (it refuses return_residuals=True).
-    out, res = _call_private(mod, "_mha_forward", q=q, k=k, v=v, segment_ids=seg, **kw)
+    out, res = call_private(
+        mod, "_mha_forward", "pallas", PALLAS_VERIFIED_JAX, q=q, k=k, v=v, segment_ids=seg, **kw
+    )
     return (out, res[-1]), res
 
 
@@ -239,7 +242,9 @@ def _pallas_bwd(scale, block, interpret, res, cotangents):
     shift_BxTxHx1 = jnp.where(nonzero, g_BxTxHx1 / jnp.where(nonzero, norm2_BxTxHx1, 1.0), 0.0)
     out = (out.astype(jnp.float32) - shift_BxTxHx1 * do).astype(out.dtype)
     res = (q, k, v, seg, out, lse2)
-    dq, dk, dv, _ = _call_private(mod, "_mha_backward", res=res, do=dout, **kw)
+    dq, dk, dv, _ = call_private(
+        mod, "_mha_backward", "pallas", PALLAS_VERIFIED_JAX, res=res, do=dout, **kw
+    )
     return dq, dk, dv, None
 
 

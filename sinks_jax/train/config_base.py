@@ -34,13 +34,13 @@ def base_config() -> ml_collections.ConfigDict:
     m.dtype = "float32"  # compute dtype ("bfloat16" on accelerators).
     m.param_dtype = "float32"  # parameter (master weight) dtype.
     m.logits_dtype = "float32"  # output-head result dtype ("bfloat16": faster, CE still fp32).
-    m.attention = "blockwise"  # backend: xla | blockwise | cudnn | pallas.
+    m.attention = "blockwise"  # backend: xla | blockwise | cudnn | pallas | splash.
     m.attention_variant = "softmax"  # softmax | sink_logit | softmax_plus_one | gated | kv_bias
     # | sigmoid: how a head can do nothing (model/variants.py; sigmoid: xla or blockwise).
     m.remat = False  # recompute layers in the backward pass (saves memory).
     m.global_first_key = False  # key 0 visible to every query under intra-doc masking.
     m.sink_key = "window"  # sink statistics against key 0 ("window") or each doc's first key.
-    m.block_size = 512  # query/key block of the blockwise backend.
+    m.block_size = 512  # query/key block of the blockwise and splash backends.
     m.norm_type = "rms"  # rms | layer.
     m.activation = "silu"  # MLP activation.
     m.gated_mlp = True  # SwiGLU (gated) or a plain MLP.
