@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
 from sinks_jax.model import fused
+from sinks_jax.model import shard
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
 
 
@@ -166,7 +167,8 @@ def attention(
         "pallas": fused.pallas_gpu_attention,
     }
     if backend in fused_kernels:
-        out, lse = fused_kernels[backend](
+        # Per device over the batch axes of the mesh in context (model/shard.py).
+        out, lse = shard.per_device(fused_kernels[backend])(
             q_BxTxHxD,
             k_BxTxKxD,
             v_BxTxKxD,
