@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from sinks_jax.analysis.received import received_attention_from_probs, received_attention_from_qkv
 from sinks_jax.model import attention as attn
-from sinks_jax.model import backends, splash
+from sinks_jax.model import backends, shard, splash
 
 TOL = 2e-5
 
@@ -112,8 +112,8 @@ def test_splash_shards_the_batch_under_a_mesh():
         f = jax.jit(functools.partial(attn.attention, backend="splash", **kw))
         assert "manual_computation" in f.lower(q, k, v).as_text()
         got = f(q, k, v)
-        assert splash.batch_axes(4) == ("data",) and splash.batch_axes(8) == ("data", "fsdp")
-    assert splash.batch_axes(4) == ()  # no mesh set: one call over the whole batch.
+        assert shard.batch_axes(4) == ("data",) and shard.batch_axes(8) == ("data", "fsdp")
+    assert shard.batch_axes(4) == ()  # no mesh set: one call over the whole batch.
     assert rel(got.out_BxTxHxD, ref.out_BxTxHxD) < TOL
     assert float(jnp.abs(got.lse_BxHxT - ref.lse_BxHxT).max()) < TOL * 10
 

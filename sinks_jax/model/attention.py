@@ -43,6 +43,7 @@ import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
 from sinks_jax.model import fused
+from sinks_jax.model import shard
 from sinks_jax.model import splash as splash_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
@@ -229,8 +230,9 @@ def attention(
         "splash": functools.partial(splash_lib.splash_attention, block_size=block_size),
     }
     if backend in fused_kernels:
+        # Per device over the batch axes of the mesh in context (model/shard.py).
         kernel = functools.partial(
-            fused_kernels[backend],
+            shard.per_device(fused_kernels[backend]),
             scale=scale,
             global_first_key=global_first_key,
             window=window,

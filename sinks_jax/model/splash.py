@@ -2,10 +2,10 @@
 
 `jax.experimental.pallas.ops.tpu.splash_attention` works per example on [H, T, D] and does not
 scale q; this module scales q (in q's dtype: in bfloat16 a rounding of 2^-9 relative per
-element, well below the kernel's own bfloat16 probabilities), maps the batch (and, under a mesh
-set with `jax.set_mesh`, splits it over the mesh with `shard_map`: a Mosaic kernel cannot be
-partitioned automatically), and pads T at the end to a multiple of 128 (padded keys follow
-every real query, so causality hides them exactly).
+element, well below the kernel's own bfloat16 probabilities), maps the batch, and pads T at
+the end to a multiple of 128 (padded keys follow every real query, so causality hides them
+exactly). Under a mesh, `attention()` runs it per device over the batch axes
+(`model/shard.py`): a Mosaic kernel cannot be partitioned automatically.
 
   masks    causal, or a local window (`LocalMask`: query i sees i - window < j <= i); segment
            ids through the kernel's `SegmentIds`. `global_first_key`: without segments key 0 is
@@ -185,19 +185,6 @@ _BWD_STATIC = (
 _splash.defvjp(_splash_fwd, _splash_bwd)
 
 
-def batch_axes(batch: int) -> tuple[str, ...]:
-    """The axes of the mesh set with `jax.set_mesh` to split the batch over: leading axes while
-    their sizes' product divides the batch (the others replicate the work)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    axes, n = [], 1
-    for name, size in zip(mesh.axis_names, mesh.axis_sizes):
-        if batch % (n * size):
-            break
-        axes.append(name)
-        n *= size
-    return tuple(axes) if n > 1 else ()
-
-
 def _segment_masked(
     q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, *, scale, first_key, window, softcap,
     block_size, interpret,
@@ -220,17 +207,7 @@ def _segment_masked(
         None if softcap is None else float(softcap), bool(interpret),
     )  # fmt: skip
 
-    def run(q, k, v, seg):
-        return jax.vmap(functools.partial(_splash, kernel))(q, k, v, seg)
-
-    axes = batch_axes(B)
-    if axes:
-        spec = jax.sharding.PartitionSpec(axes)
-        seg_spec = None if seg is None else spec
-        run = jax.shard_map(
-            run, in_specs=(spec, spec, spec, seg_spec), out_specs=(spec, spec), check_vma=False
-        )
-    out_BxHxTxD, lse_BxHxT = run(q, k, v, seg)
+    out_BxHxTxD, lse_BxHxT = jax.vmap(functools.partial(_splash, kernel))(q, k, v, seg)
     return out_BxHxTxD[:, :, :T].transpose(0, 2, 1, 3), lse_BxHxT[:, :, :T]
 
 

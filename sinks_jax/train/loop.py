@@ -105,8 +105,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     sharding.maybe_initialize_distributed()
     model_cfg = validate_config(config, platform=jax.default_backend())
     mesh = sharding.make_mesh(config.mesh)
-    if model_cfg.attention == "splash":  # the kernel shard_maps itself over this mesh.
-        jax.set_mesh(mesh)
+    if model_cfg.attention == "splash":  # Mosaic kernels run per device in every jitted
+        jax.set_mesh(mesh)  # function (model/shard.py), the replicated evaluations too.
     n_dev = mesh.devices.size
     k = optim.accumulation_steps(config.tokens_per_step, config.seq_len, config.micro_batch_size)
     micro_batch = config.tokens_per_step // config.seq_len // k

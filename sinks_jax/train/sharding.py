@@ -22,9 +22,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from sinks_jax.model.shard import BATCH_AXES  # the batch axes, declared once.
 from sinks_jax.train.optim import LAYER_AXIS_KEY, key_names
-
-BATCH_AXES = ("data", "fsdp")
 
 
 def maybe_initialize_distributed() -> None:

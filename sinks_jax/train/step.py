@@ -19,6 +19,7 @@ them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,21 @@ def apply_model(
         collect=collect,
         embeddings_BxTxD=emb_BxTxD,
     )
+
+
+def on_mesh(fn: Callable, sharding: Any) -> Callable:
+    """`fn` traced with `sharding`'s mesh as the abstract mesh in context, so that the fused
+    attention kernels run per device on their own rows (`model/shard.py`)."""
+    mesh = getattr(sharding, "mesh", None)
+    if mesh is None:
+        return fn
+
+    @functools.wraps(fn)
+    def traced_on_mesh(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return traced_on_mesh
 
 
 def masked_ce_sum(logits_BxTxV: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
@@ -220,7 +236,7 @@ def make_train_step(
         return train_step(params, opt_state, batch, tx=tx, **kw)
 
     whole = jax.jit(
-        whole_step,
+        on_mesh(whole_step, batch_sharding),
         in_shardings=(param_shardings, opt_shardings, batch_sharding),
         out_shardings=(param_shardings, opt_shardings, replicated),
         donate_argnums=(0, 1),
@@ -236,12 +252,12 @@ def make_train_step(
 
     acc_shardings = (param_shardings, replicated, replicated, replicated)
     first_jit = jax.jit(
-        micro,
+        on_mesh(micro, batch_sharding),
         in_shardings=(param_shardings, batch_sharding, replicated),
         out_shardings=acc_shardings,
     )
     accumulate_jit = jax.jit(
-        accumulate,
+        on_mesh(accumulate, batch_sharding),
         in_shardings=(acc_shardings, param_shardings, batch_sharding, replicated),
         out_shardings=acc_shardings,
         donate_argnums=(0,),
@@ -301,7 +317,9 @@ def make_eval_step(
         return masked_ce_sum(logits, batch)
 
     return jax.jit(
-        body, in_shardings=(param_shardings, batch_sharding), out_shardings=(replicated, replicated)
+        on_mesh(body, batch_sharding),
+        in_shardings=(param_shardings, batch_sharding),
+        out_shardings=(replicated, replicated),
     )
 
 
