@@ -8,11 +8,10 @@ relative, so 2e-5 bounds every difference with room.
 
 import functools
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from sinks_jax.analysis.received import received_attention_from_probs, received_attention_from_qkv
 from sinks_jax.model import attention as attn

@@ -42,8 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
-from sinks_jax.model import fused
-from sinks_jax.model import shard
+from sinks_jax.model import fused, shard
 from sinks_jax.model import splash as splash_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
