@@ -1,0 +1,237 @@
+"""Two JAX processes on this machine, 4 fake CPU devices each, joined by
+`jax.distributed.initialize` over localhost: the multi-host code paths (process-sharded
+loading, cross-process reductions, checkpoints written by several processes, metrics written
+once) against the single-process run on 8 devices.
+
+The workers are this file run as a script (`python tests/test_multiprocess.py step OUT ...`),
+or `sinks-jax train` itself. Every worker is killed when its test ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+import pytest
+import test_train  # its model and float32 tolerances
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from sinks_jax.data.loader import make_loader
+from sinks_jax.model import Transformer
+from sinks_jax.train import sharding
+from sinks_jax.train import step as step_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_PROCESSES, LOCAL_DEVICES = 2, 4
+T, GLOBAL_ROWS = 16, 8  # one step: 8 rows of 16 tokens, 4 per process.
+
+
+# ------------------------------------------------------------------------- processes
+
+# Each process compiles its steps once and runs them on a tiny model: LLVM's optimisation
+# level 0 compiles several times faster here, and float32 arithmetic stays IEEE either way.
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def process_env(devices: int, distributed: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker with `devices` fake CPU devices; `distributed`: the
+    variables launch/multiprocess.sh sets (JAX_COORDINATOR_ADDRESS, ...), None for one process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update(
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}",
+        PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
+        **(distributed or {}),
+    )
+    return env
+
+
+def two_process_envs() -> list[dict[str, str]]:
+    address = f"localhost:{free_port()}"
+    return [
+        process_env(LOCAL_DEVICES, {"JAX_COORDINATOR_ADDRESS": address,
+                                    "JAX_NUM_PROCESSES": str(NUM_PROCESSES),
+                                    "JAX_PROCESS_ID": str(i)})
+        for i in range(NUM_PROCESSES)
+    ]
+
+
+@contextlib.contextmanager
+def processes(argv: list[str], envs: list[dict[str, str]], log_dir):
+    """Start `argv` once per environment (output in LOG_DIR/process_i.log); on leaving, kill
+    whichever still runs."""
+    os.makedirs(log_dir, exist_ok=True)
+    procs = []
+    try:
+        for i, env in enumerate(envs):
+            with open(os.path.join(log_dir, f"process_{i}.log"), "w") as log:
+                procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
+                                              stderr=subprocess.STDOUT))
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
+            p.wait()
+
+
+def wait_all(procs, timeout: float, *log_dirs) -> list[int]:
+    """Exit statuses of `procs`, waiting at most `timeout` seconds in all; fails with their
+    logs on a timeout."""
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(deadline - time.monotonic(), 0.1)))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"processes still running after {timeout} s:\n{logs(*log_dirs)}")
+    return codes
+
+
+def logs(*log_dirs) -> str:
+    """The last lines each process wrote (without gloo's connection messages)."""
+    out = []
+    for name in sorted(os.path.join(d, n) for d in log_dirs for n in os.listdir(d)):
+        with open(name) as f:
+            lines = [ln for ln in f.read().splitlines() if "[Gloo]" not in ln]
+        out.append(f"--- {name}:\n" + "\n".join(lines[-30:]))
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------- one train step
+
+def write_corpus(path) -> str:
+    """A small text corpus (a finite source: rows shuffled by the loader)."""
+    rng = np.random.default_rng(0)
+    words = ["sink", "token", "first", "attention", "row", "the", "of", "a"]
+    with open(path, "w") as f:
+        for _ in range(40):
+            f.write(json.dumps({"text": " ".join(rng.choice(words, rng.integers(4, 30)))}) + "\n")
+    return f"text:{path}"
+
+
+def load_rows(source: str) -> dict[str, np.ndarray]:
+    """This process's rows of the first train batch of `source` (the loader takes the
+    process index and count from jax)."""
+    loader = make_loader(source, tokenizer="byte", seq_len=T, batch_size=GLOBAL_ROWS,
+                         packing="concat_bos", seed=5, split="train", progress=False)
+    return next(loader)
+
+
+def model_cfg():
+    return test_train.CFG.replace(vocab_size=259)  # the byte tokenizer's vocabulary.
+
+
+def initial_params() -> dict:
+    """Parameters of model_cfg() drawn with numpy (no compilation): N(0, 0.02) weights,
+    norm scales near 1."""
+    abstract = nnx.eval_shape(lambda: Transformer(model_cfg(), rngs=nnx.Rngs(0)))
+    rng = np.random.default_rng(0)
+
+    def draw(path, leaf):
+        noise = rng.normal(0.0, 0.02, leaf.shape).astype(np.float32)
+        return noise + 1.0 if jax.tree_util.keystr(path).endswith("['scale']") else noise
+
+    return jax.tree_util.tree_map_with_path(draw, nnx.to_pure_dict(nnx.split(abstract)[1]))
+
+
+def sgd_step(mesh, batch_BxT, params):
+    """Parameters (whole, on the host) and metrics after one optax.sgd(1.0) train step with
+    sink statistics on `mesh`, from this process's rows `batch_BxT` (with one process: all)."""
+    tx = optax.sgd(1.0)
+    graphdef = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg(), rngs=nnx.Rngs(0))))[0]
+    p_shard = sharding.tree_shardings(mesh, params)
+    o_shard = sharding.tree_shardings(mesh, jax.eval_shape(tx.init, params))
+    p = jax.device_put(params, p_shard)  # the same values on every process.
+    o = jax.jit(tx.init, out_shardings=o_shard)(p)
+    b_shard = sharding.batch_sharding(mesh, accumulate=True)
+    fn = step_lib.make_train_step(
+        graphdef, tx, param_shardings=p_shard, opt_shardings=o_shard, batch_sharding=b_shard,
+        replicated=sharding.replicated(mesh), use_segments=False, sink_stats=True,
+    )
+    batch = sharding.global_batch({k: v[None] for k, v in batch_BxT.items()}, b_shard)
+    p, _, metrics = fn(p, o, batch)
+    return multihost_utils.process_allgather(p, tiled=True), jax.device_get(metrics)
+
+
+def worker_step(out_dir: str, source: str) -> None:
+    """One process of `test_two_processes_step_equals_one_process` (or the one-process
+    reference): its rows of the first batch, and one step on an 8-device (data 2, fsdp 4)
+    mesh, written to OUT_DIR/process_<index>.npz."""
+    sharding.maybe_initialize_distributed()
+    assert jax.device_count() == 8, jax.devices()
+    rows = load_rows(source)  # this process's rows: process index and count from jax.
+    p, m = sgd_step(sharding.make_mesh({"data": 2, "fsdp": 4}), rows, initial_params())
+    out = {f"rows_{k}": v for k, v in rows.items()}
+    out.update({f"params/{i}": x for i, x in enumerate(jax.tree.leaves(p))})
+    out.update({f"metrics/{k}": np.asarray(v) for k, v in m.items()})
+    np.savez(os.path.join(out_dir, f"process_{jax.process_index()}.npz"), **out)
+
+
+def test_two_processes_step_equals_one_process(tmp_path):
+    """Each process loads its own half of the global batch; the step they take together (FSDP
+    over both processes; gradients, loss, norms and sink statistics reduced across them) is
+    the single-process step on 8 devices."""
+    source = write_corpus(tmp_path / "docs.jsonl")
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    worker = [sys.executable, __file__, "step"]
+    with (
+        processes([*worker, str(tmp_path / "two"), source], two_process_envs(),
+                  tmp_path / "logs_two") as two,
+        processes([*worker, str(tmp_path / "one"), source], [process_env(8)],
+                  tmp_path / "logs_one") as one,
+    ):
+        codes = wait_all([*two, *one], 240, tmp_path / "logs_two", tmp_path / "logs_one")
+    assert codes == [0, 0, 0], logs(tmp_path / "logs_two", tmp_path / "logs_one")
+    outs = [dict(np.load(tmp_path / "two" / f"process_{i}.npz")) for i in range(NUM_PROCESSES)]
+    ref = dict(np.load(tmp_path / "one" / "process_0.npz"))
+
+    # Data: process p holds rows [4p, 4p + 4) of the one-process batch: together all of them,
+    # each once; no row of one process is a row of the other.
+    half = GLOBAL_ROWS // NUM_PROCESSES
+    for k in ("tokens", "targets", "segment_ids", "positions", "loss_mask"):
+        assert ref[f"rows_{k}"].shape == (GLOBAL_ROWS, T)
+        for p, out in enumerate(outs):
+            np.testing.assert_array_equal(out[f"rows_{k}"], ref[f"rows_{k}"][p * half : (p + 1) * half])
+    rows = [{tuple(r) for r in out["rows_tokens"]} for out in outs]
+    assert len(rows[0]) == len(rows[1]) == half and not rows[0] & rows[1]
+
+    # The step, with the tolerances of tests/test_train.py: the cross-process reductions sum
+    # the same float32 terms in another order.
+    params = initial_params()
+    treedef = jax.tree.structure(params)
+
+    def params_of(out):
+        return jax.tree.unflatten(treedef, [out[f"params/{i}"] for i in range(treedef.num_leaves)])
+
+    for out in outs:  # every process holds the whole result.
+        test_train._assert_same_gradients(params, params_of(ref), params_of(out))
+        np.testing.assert_allclose(out["metrics/loss"], ref["metrics/loss"], rtol=1e-5)
+        np.testing.assert_allclose(out["metrics/grad_norm"], ref["metrics/grad_norm"], rtol=1e-4)
+        assert out["metrics/loss_tokens"] == ref["metrics/loss_tokens"] > 0
+        np.testing.assert_allclose(out["metrics/sink_attn"], ref["metrics/sink_attn"], atol=1e-5)
+        for eps in step_lib.SINK_EPS:
+            np.testing.assert_allclose(out[f"metrics/sink_rate_{eps}"],
+                                       ref[f"metrics/sink_rate_{eps}"], atol=1e-6)
+
+
+if __name__ == "__main__":
+    {"step": worker_step}[sys.argv[1]](*sys.argv[2:])
