@@ -61,12 +61,13 @@ if [[ "$dry" -eq 1 ]]; then
 fi
 [[ -z "$logs" ]] || mkdir -p "$logs"
 
-pids=()
-signal_all() {  # signal_all SIGNAL: to every process started.
-  for pid in ${pids[@]+"${pids[@]}"}; do kill -s "$1" -- "-$pid" 2>/dev/null || true; done
+running=()
+signal_all() {  # signal_all SIGNAL: to every process (group) still running.
+  for pid in ${running[@]+"${running[@]}"}; do kill -s "$1" -- "-$pid" 2>/dev/null || true; done
 }
 # Job control puts each process in its own process group, so a Ctrl-C on the terminal
-# reaches it once, from here (a second Ctrl-C, passed on too, aborts without saving).
+# reaches it once, from here (a second Ctrl-C, passed on too, aborts without saving). So no
+# command may run in the foreground from now on (it would take the terminal's Ctrl-C).
 set -m
 forwarded=0
 trap 'forwarded=1; signal_all INT' INT
@@ -79,10 +80,10 @@ for ((i = 0; i < n; i++)); do
   else
     env "${envs[@]}" "$@" &
   fi
-  pids+=("$!")
+  running+=("$!")
 done
 
-status=0; kill_at=-1; running=("${pids[@]}")
+status=0; kill_at=-1
 while [[ ${#running[@]} -gt 0 ]]; do
   still=()
   for pid in "${running[@]}"; do
@@ -99,6 +100,6 @@ while [[ ${#running[@]} -gt 0 ]]; do
   done
   running=(${still[@]+"${still[@]}"})
   if [[ "$kill_at" -ge 0 && "$SECONDS" -ge "$kill_at" ]]; then signal_all KILL; fi
-  [[ ${#running[@]} -eq 0 ]] || sleep 1
+  if [[ ${#running[@]} -gt 0 ]]; then sleep 1 & wait "$!" || true; fi
 done
 exit "$status"

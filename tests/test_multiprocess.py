@@ -233,5 +233,127 @@ def test_two_processes_step_equals_one_process(tmp_path):
                                        ref[f"metrics/sink_rate_{eps}"], atol=1e-6)
 
 
+# ------------------------------------------------------------ sinks-jax train, end to end
+
+STEPS = 40
+TRAIN = [
+    "-m", "sinks_jax.cli", "train", "--config", "configs/context_length.py:tiny,32",
+    f"--config.num_steps={STEPS}",
+    "--config.micro_batch_size=16",  # 16 rows of 32 tokens a step, one micro-batch.
+    "--config.sink_stats_every=1",  # in-step sink statistics at every step.
+    "--config.log_every=1",
+    "--config.checkpoint_every=10",
+    "--config.eval_every=1000",  # evaluated once, at the end.
+    "--config.eval_bootstrap=10",
+]
+
+
+def rows_of(workdir) -> list[dict]:
+    """metrics.jsonl's complete rows (the last line may be half written)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = f.read().splitlines()
+    out = []
+    for line in lines:
+        with contextlib.suppress(json.JSONDecodeError):
+            out.append(json.loads(line))
+    return out
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL `proc` and its children (the launcher's processes run in their own groups)."""
+    if proc.poll() is None:
+        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
+                                  capture_output=True, text=True, check=False).stdout.split()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        proc.kill()
+    proc.wait()
+
+
+def params_of(workdir):
+    from sinks_jax.train import checkpoint as ckpt_lib
+
+    model, _ = ckpt_lib.load_model(str(workdir))
+    return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model)))
+
+
+@pytest.mark.slow  # four sinks-jax train processes and a restart: in the second CI stage
+def test_two_process_training_preempted_and_resumed(tmp_path):
+    """`sinks-jax train` as two processes: step 1 equals the one-process run (loss and sink
+    statistics reduced across processes); metrics.jsonl and summary.json written once, by
+    process 0; a SIGTERM to one process stops both after the same step with a checkpoint
+    written by both, and the restarted pair finishes exactly as an uninterrupted pair."""
+    python = [sys.executable, *TRAIN]
+    full, part, one = tmp_path / "full", tmp_path / "part", tmp_path / "one"
+    launcher = subprocess.Popen(
+        ["bash", "launch/multiprocess.sh", "-n", "2", "--cpu-devices", "4", "--logs",
+         str(tmp_path / "logs_full"), "--", *python, "--workdir", str(full)],
+        cwd=ROOT,
+        env={**process_env(LOCAL_DEVICES), "XLA_FLAGS": FAST_COMPILE, "PYTHON": sys.executable},
+    )
+    try:
+        with (
+            processes([*python, "--workdir", str(one), "--config.num_steps=2"], [process_env(8)],
+                      tmp_path / "logs_one") as ref,
+            processes([*python, "--workdir", str(part)], two_process_envs(),
+                      tmp_path / "logs_part") as pair,
+        ):
+            # Preempt one process only, once both run steps: the other must stop with it.
+            deadline = time.monotonic() + 300
+            while not any(r["step"] >= 3 for r in rows_of(part)):
+                assert time.monotonic() < deadline and pair[1].poll() is None, logs(
+                    tmp_path / "logs_part")
+                time.sleep(0.05)
+            pair[1].send_signal(signal.SIGTERM)
+            codes = wait_all([*pair, *ref], 300, tmp_path / "logs_part", tmp_path / "logs_one")
+            assert codes == [128 + signal.SIGTERM] * 2 + [0], logs(tmp_path / "logs_part")
+        assert launcher.wait(timeout=300) == 0, logs(tmp_path / "logs_full")
+    finally:
+        kill_tree(launcher)
+
+    stopped = json.loads((part / "summary.json").read_text())
+    assert stopped["status"] == "preempted" and 3 <= stopped["step"] < STEPS, stopped
+    assert (part / "checkpoints" / str(stopped["step"])).is_dir()
+    with processes([*python, "--workdir", str(part)], two_process_envs(),
+                   tmp_path / "logs_resumed") as pair:
+        assert wait_all(pair, 300, tmp_path / "logs_resumed") == [0, 0], logs(
+            tmp_path / "logs_resumed")
+    assert f"(step {stopped['step']})" in logs(tmp_path / "logs_resumed")
+
+    # Written once, by process 0: every step's row once, the summary, the sink scores.
+    for workdir in (full, part):
+        rows = rows_of(workdir)
+        assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+        assert all("sink_attn" in r for r in rows) and "val_loss" in rows[-1]
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["step"] == STEPS
+        assert (workdir / "sink_scores.npz").is_file()
+
+    # The resumed pair retraces the uninterrupted one: same layout, same arithmetic.
+    for a, b in zip(rows_of(full), rows_of(part)):
+        for k in ("loss", "grad_norm"):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(params_of(full)), jax.tree.leaves(params_of(part))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(json.loads((part / "summary.json").read_text())["val_loss"],
+                               json.loads((full / "summary.json").read_text())["val_loss"],
+                               atol=1e-6)
+
+    # Step 1 (the initial parameters, the same first batch) of the one-process 8-device run:
+    # loss and sink statistics of the pair are reductions over both processes' rows (the
+    # tolerances of tests/test_train.py: the same float32 terms summed in another order).
+    first, ref = rows_of(full)[0], rows_of(one)[0]
+    np.testing.assert_allclose(first["loss"], ref["loss"], rtol=1e-5)
+    np.testing.assert_allclose(first["grad_norm"], ref["grad_norm"], rtol=1e-4)
+    assert first["loss_tokens"] == ref["loss_tokens"] == 16 * 32
+    np.testing.assert_allclose(first["sink_attn"], ref["sink_attn"], atol=1e-5)
+    for eps in step_lib.SINK_EPS:
+        np.testing.assert_allclose(first[f"sink_rate_{eps}"], ref[f"sink_rate_{eps}"], atol=1e-6)
+
+
 if __name__ == "__main__":
     {"step": worker_step}[sys.argv[1]](*sys.argv[2:])

@@ -6,9 +6,11 @@ Batches are split over both axes. The rule for a parameter (or optimizer-state l
 its largest axis that the `fsdp` size divides; never the stacked layer axis (so the scan over
 layers slices an unsharded axis); replicate if no axis fits.
 
-Multi-process runs (TPU pods, multi-node GPU) call `jax.distributed.initialize()` first (see
-`maybe_initialize_distributed`); every process then feeds its own slice of the global batch
-and `global_batch` assembles it with `jax.make_array_from_process_local_data`.
+Multi-process runs (TPU pods, multi-node GPU, launch/multiprocess.sh) call
+`jax.distributed.initialize()` first (see `maybe_initialize_distributed`); every process then
+feeds its own slice of the global batch and `global_batch` assembles it with
+`jax.make_array_from_process_local_data`. Every process runs the same steps, so a decision
+that one process takes alone (stop after this step) goes through `any_process` first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -35,10 +38,20 @@ def maybe_initialize_distributed() -> None:
     - `SINKS_JAX_DISTRIBUTED=1` (launch/tpu_pod.sh, launch/slurm_gpu.sbatch): let JAX detect
       the cluster (TPU VM metadata, SLURM variables);
     - otherwise (one process) do nothing.
+
+    On CPU, collectives between processes need `jax_cpu_collectives_implementation="gloo"`
+    (TCP, through the coordinator): jax 0.10 and 0.11 default to it; where the option is
+    unset (None, older jax) it is set here, before the CPU backend starts. GPUs use NCCL and
+    TPUs their interconnect whatever the option says.
     """
     if _distributed_is_initialized():
         return
     env = os.environ
+    distributed = ("JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env) or env.get(
+        "SINKS_JAX_DISTRIBUTED", "0"
+    ) == "1"
+    if distributed and getattr(jax.config, "jax_cpu_collectives_implementation", "") is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
@@ -51,6 +64,16 @@ def maybe_initialize_distributed() -> None:
 
 def _distributed_is_initialized() -> bool:
     return jax.distributed.is_initialized()
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process; all processes call it together (with one process:
+    `flag`). A decision such as "stop after this step" (a signal reaches one host first, or
+    only one) must be taken by every process alike: one that stops alone leaves the others
+    waiting for it in the next collective, forever."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def make_mesh(mesh_cfg: Mapping[str, Any]) -> Mesh:
