@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -49,25 +50,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_env(devices: int, distributed: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a worker with `devices` fake CPU devices; `distributed`: the
-    variables launch/multiprocess.sh sets (JAX_COORDINATOR_ADDRESS, ...), None for one process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env.update(
-        JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}",
-        PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])]),
-        **(distributed or {}),
-    )
+def process_env(cpu_devices: int = 0, gpus: str | None = None,
+                distributed: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker with `cpu_devices` fake CPU devices, or the GPUs `gpus`
+    ("0,1"); `distributed`: the variables launch/multiprocess.sh sets, None for one process."""
+    drop = ("JAX_PLATFORMS", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+            "XLA_FLAGS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
+    if gpus is None:
+        env.update(JAX_PLATFORMS="cpu",
+                   XLA_FLAGS=f"--xla_force_host_platform_device_count={cpu_devices} {FAST_COMPILE}")
+    else:  # float32 matmuls in float32 (not TF32); memory as needed (the test holds some).
+        env.update(CUDA_VISIBLE_DEVICES=gpus, JAX_DEFAULT_MATMUL_PRECISION="highest",
+                   XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    env.update(distributed or {})
     return env
 
 
-def two_process_envs() -> list[dict[str, str]]:
+def two_process_envs(gpus: bool = False) -> list[dict[str, str]]:
+    """Processes 0 and 1 of one run: 4 fake CPU devices each, or GPU i for process i."""
     address = f"localhost:{free_port()}"
     return [
-        process_env(LOCAL_DEVICES, {"JAX_COORDINATOR_ADDRESS": address,
-                                    "JAX_NUM_PROCESSES": str(NUM_PROCESSES),
-                                    "JAX_PROCESS_ID": str(i)})
+        process_env(LOCAL_DEVICES, str(i) if gpus else None,
+                    {"JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": str(NUM_PROCESSES),
+                     "JAX_PROCESS_ID": str(i)})
         for i in range(NUM_PROCESSES)
     ]
 
@@ -171,32 +178,32 @@ def sgd_step(mesh, batch_BxT, params):
     return multihost_utils.process_allgather(p, tiled=True), jax.device_get(metrics)
 
 
-def worker_step(out_dir: str, source: str) -> None:
-    """One process of `test_two_processes_step_equals_one_process` (or the one-process
-    reference): its rows of the first batch, and one step on an 8-device (data 2, fsdp 4)
-    mesh, written to OUT_DIR/process_<index>.npz."""
+def worker_step(out_dir: str, source: str, mesh: str) -> None:
+    """One process of `compare_step` (or the one-process reference): its rows of the first
+    batch, and one step on the mesh `mesh` ("DATA,FSDP") of all devices, written to
+    OUT_DIR/process_<index>.npz."""
     sharding.maybe_initialize_distributed()
-    assert jax.device_count() == 8, jax.devices()
+    data, fsdp = (int(x) for x in mesh.split(","))
+    assert jax.device_count() == data * fsdp, jax.devices()
     rows = load_rows(source)  # this process's rows: process index and count from jax.
-    p, m = sgd_step(sharding.make_mesh({"data": 2, "fsdp": 4}), rows, initial_params())
+    p, m = sgd_step(sharding.make_mesh({"data": data, "fsdp": fsdp}), rows, initial_params())
     out = {f"rows_{k}": v for k, v in rows.items()}
     out.update({f"params/{i}": x for i, x in enumerate(jax.tree.leaves(p))})
     out.update({f"metrics/{k}": np.asarray(v) for k, v in m.items()})
     np.savez(os.path.join(out_dir, f"process_{jax.process_index()}.npz"), **out)
 
 
-def test_two_processes_step_equals_one_process(tmp_path):
-    """Each process loads its own half of the global batch; the step they take together (FSDP
-    over both processes; gradients, loss, norms and sink statistics reduced across them) is
-    the single-process step on 8 devices."""
+def compare_step(tmp_path, two_envs, one_env, mesh: str) -> None:
+    """Runs `worker_step` as two processes and as one, and checks that each process loaded its
+    own half of the global batch and that the step both took equals the one-process step."""
     source = write_corpus(tmp_path / "docs.jsonl")
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     worker = [sys.executable, __file__, "step"]
     with (
-        processes([*worker, str(tmp_path / "two"), source], two_process_envs(),
+        processes([*worker, str(tmp_path / "two"), source, mesh], two_envs,
                   tmp_path / "logs_two") as two,
-        processes([*worker, str(tmp_path / "one"), source], [process_env(8)],
+        processes([*worker, str(tmp_path / "one"), source, mesh], [one_env],
                   tmp_path / "logs_one") as one,
     ):
         codes = wait_all([*two, *one], 240, tmp_path / "logs_two", tmp_path / "logs_one")
@@ -208,9 +215,10 @@ def test_two_processes_step_equals_one_process(tmp_path):
     # each once; no row of one process is a row of the other.
     half = GLOBAL_ROWS // NUM_PROCESSES
     for k in ("tokens", "targets", "segment_ids", "positions", "loss_mask"):
-        assert ref[f"rows_{k}"].shape == (GLOBAL_ROWS, T)
+        whole = ref[f"rows_{k}"]
+        assert whole.shape == (GLOBAL_ROWS, T)
         for p, out in enumerate(outs):
-            np.testing.assert_array_equal(out[f"rows_{k}"], ref[f"rows_{k}"][p * half : (p + 1) * half])
+            np.testing.assert_array_equal(out[f"rows_{k}"], whole[p * half : (p + 1) * half])
     rows = [{tuple(r) for r in out["rows_tokens"]} for out in outs]
     assert len(rows[0]) == len(rows[1]) == half and not rows[0] & rows[1]
 
@@ -231,6 +239,25 @@ def test_two_processes_step_equals_one_process(tmp_path):
         for eps in step_lib.SINK_EPS:
             np.testing.assert_allclose(out[f"metrics/sink_rate_{eps}"],
                                        ref[f"metrics/sink_rate_{eps}"], atol=1e-6)
+
+
+def test_two_processes_step_equals_one_process(tmp_path):
+    """Two processes of 4 CPU devices, mesh data 2 x fsdp 4 (parameters sharded across both
+    processes; gradients, loss, norms and sink statistics reduced across them), against one
+    process of 8 devices."""
+    compare_step(tmp_path, two_process_envs(), process_env(8), "2,4")
+
+
+@pytest.mark.gpu
+def test_two_gpu_processes_step_equals_one_process(tmp_path):
+    """The same with one GPU per process (NCCL between processes; mesh fsdp 2) against one
+    process driving both GPUs."""
+    # Counted without starting jax's GPU client here (it would take most of the memory).
+    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False
+                            ).stdout if shutil.which("nvidia-smi") else ""
+    if listed.count("GPU ") < 2:
+        pytest.skip("needs 2 CUDA GPUs")
+    compare_step(tmp_path, two_process_envs(gpus=True), process_env(gpus="0,1"), "1,2")
 
 
 # ------------------------------------------------------------ sinks-jax train, end to end
@@ -293,7 +320,7 @@ def test_two_process_training_preempted_and_resumed(tmp_path):
         ["bash", "launch/multiprocess.sh", "-n", "2", "--cpu-devices", "4", "--logs",
          str(tmp_path / "logs_full"), "--", *python, "--workdir", str(full)],
         cwd=ROOT,
-        env={**process_env(LOCAL_DEVICES), "XLA_FLAGS": FAST_COMPILE, "PYTHON": sys.executable},
+        env={**process_env(), "XLA_FLAGS": FAST_COMPILE, "PYTHON": sys.executable},
     )
     try:
         with (
