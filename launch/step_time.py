@@ -22,8 +22,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-OPTIM = {"lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 1, "b1": 0.9, "b2": 0.95, "eps": 1e-8,
-         "weight_decay": 0.1, "clip_norm": 1.0}
+OPTIM = {
+    "lr": 1e-3,
+    "min_lr": 1e-4,
+    "warmup_steps": 1,
+    "b1": 0.9,
+    "b2": 0.95,
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "clip_norm": 1.0,
+}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -51,29 +59,42 @@ def measure(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from sinks_jax.model import ModelConfig
-    from sinks_jax.train import optim, sharding, state as state_lib, step as step_lib
+    from sinks_jax.train import optim, sharding
+    from sinks_jax.train import state as state_lib
+    from sinks_jax.train import step as step_lib
 
     sharding.maybe_initialize_distributed()
     gpu = jax.default_backend() == "gpu"
     cfg = ModelConfig(
-        vocab_size=args.vocab, num_layers=args.layers, d_model=args.d_model,
-        num_heads=args.heads, num_kv_heads=args.kv_heads, d_ff=args.d_ff,
+        vocab_size=args.vocab,
+        num_layers=args.layers,
+        d_model=args.d_model,
+        num_heads=args.heads,
+        num_kv_heads=args.kv_heads,
+        d_ff=args.d_ff,
         dtype=args.dtype or ("bfloat16" if gpu else "float32"),
         attention=args.attention or ("cudnn" if gpu else "blockwise"),
     )
     mesh = sharding.make_mesh({"data": -1, "fsdp": args.fsdp})
     n_proc, me = jax.process_count(), jax.process_index()
     if args.batch % jax.device_count():
-        raise SystemExit(f"--batch {args.batch} does not split over {jax.device_count()} "
-                         "devices; pass a multiple of the device count.")
+        raise SystemExit(
+            f"--batch {args.batch} does not split over {jax.device_count()} "
+            "devices; pass a multiple of the device count."
+        )
     steps = args.warmup + args.steps
     tx = optim.make_optimizer(OPTIM, steps)
     state = state_lib.init_state(cfg, tx, mesh, seed=0)
     b_shard = sharding.batch_sharding(mesh, accumulate=True)
     fn = step_lib.make_train_step(
-        state.graphdef, tx, param_shardings=state.param_shardings,
-        opt_shardings=state.opt_shardings, batch_sharding=b_shard,
-        replicated=sharding.replicated(mesh), use_segments=False, sink_stats=False,
+        state.graphdef,
+        tx,
+        param_shardings=state.param_shardings,
+        opt_shardings=state.opt_shardings,
+        batch_sharding=b_shard,
+        replicated=sharding.replicated(mesh),
+        use_segments=False,
+        sink_stats=False,
     )
     # The same global batch in every layout; this process keeps its rows.
     rng = np.random.default_rng(0)
@@ -81,7 +102,8 @@ def measure(args: argparse.Namespace) -> dict:
     rows = slice(me * args.batch // n_proc, (me + 1) * args.batch // n_proc)
     shape = (1, args.batch // n_proc, args.seq_len)
     local = {
-        "tokens": ids[:, rows, :-1], "targets": ids[:, rows, 1:],
+        "tokens": ids[:, rows, :-1],
+        "targets": ids[:, rows, 1:],
         "segment_ids": np.ones(shape, np.int32),
         "positions": np.broadcast_to(np.arange(args.seq_len, dtype=np.int32), shape).copy(),
         "loss_mask": np.ones(shape, np.int32),
@@ -101,16 +123,22 @@ def measure(args: argparse.Namespace) -> dict:
             agree.append(t2 - t1)
     step_s = np.asarray(times)
     return {
-        "processes": n_proc, "devices": jax.device_count(),
-        "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
-        "mesh": dict(mesh.shape), "model": cfg.to_dict(),
-        "seq_len": args.seq_len, "batch": args.batch, "steps_timed": len(times),
+        "processes": n_proc,
+        "devices": jax.device_count(),
+        "device_kind": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "mesh": dict(mesh.shape),
+        "model": cfg.to_dict(),
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "steps_timed": len(times),
         "step_s_median": float(np.median(step_s)),
         "step_s_p10": float(np.percentile(step_s, 10)),
         "step_s_p90": float(np.percentile(step_s, 90)),
         "tokens_per_s": args.batch * args.seq_len / float(np.median(step_s)),
         "any_process_s_median": float(np.median(agree)),
-        "first_loss": losses[0], "last_loss": losses[-1],
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
     }
 
 
@@ -119,8 +147,18 @@ def compare(paths: list[str]) -> None:
     for path in paths:
         with open(path) as f:
             results.append(json.load(f))
-    keys = ("processes", "devices", "device_kind", "step_s_median", "step_s_p10", "step_s_p90",
-            "tokens_per_s", "any_process_s_median", "first_loss", "last_loss")
+    keys = (
+        "processes",
+        "devices",
+        "device_kind",
+        "step_s_median",
+        "step_s_p10",
+        "step_s_p90",
+        "tokens_per_s",
+        "any_process_s_median",
+        "first_loss",
+        "last_loss",
+    )
     print(f"{'':22}" + "".join(f"{os.path.basename(p):>24}" for p in paths))
     for k in keys:
         cells = [r[k] for r in results]

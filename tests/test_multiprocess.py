@@ -50,20 +50,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_env(cpu_devices: int = 0, gpus: str | None = None,
-                distributed: dict[str, str] | None = None) -> dict[str, str]:
+def process_env(
+    cpu_devices: int = 0, gpus: str | None = None, distributed: dict[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a worker with `cpu_devices` fake CPU devices, or the GPUs `gpus`
     ("0,1"); `distributed`: the variables launch/multiprocess.sh sets, None for one process."""
-    drop = ("JAX_PLATFORMS", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
-            "XLA_FLAGS")
+    drop = (
+        "JAX_PLATFORMS",
+        "JAX_COORDINATOR_ADDRESS",
+        "JAX_NUM_PROCESSES",
+        "JAX_PROCESS_ID",
+        "XLA_FLAGS",
+    )
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = os.pathsep.join([ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])
     if gpus is None:
-        env.update(JAX_PLATFORMS="cpu",
-                   XLA_FLAGS=f"--xla_force_host_platform_device_count={cpu_devices} {FAST_COMPILE}")
+        env.update(
+            JAX_PLATFORMS="cpu",
+            XLA_FLAGS=f"--xla_force_host_platform_device_count={cpu_devices} {FAST_COMPILE}",
+        )
     else:  # float32 matmuls in float32 (not TF32); memory as needed (the test holds some).
-        env.update(CUDA_VISIBLE_DEVICES=gpus, JAX_DEFAULT_MATMUL_PRECISION="highest",
-                   XLA_PYTHON_CLIENT_PREALLOCATE="false")
+        env.update(
+            CUDA_VISIBLE_DEVICES=gpus,
+            JAX_DEFAULT_MATMUL_PRECISION="highest",
+            XLA_PYTHON_CLIENT_PREALLOCATE="false",
+        )
     env.update(distributed or {})
     return env
 
@@ -72,9 +83,15 @@ def two_process_envs(gpus: bool = False) -> list[dict[str, str]]:
     """Processes 0 and 1 of one run: 4 fake CPU devices each, or GPU i for process i."""
     address = f"localhost:{free_port()}"
     return [
-        process_env(LOCAL_DEVICES, str(i) if gpus else None,
-                    {"JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": str(NUM_PROCESSES),
-                     "JAX_PROCESS_ID": str(i)})
+        process_env(
+            LOCAL_DEVICES,
+            str(i) if gpus else None,
+            {
+                "JAX_COORDINATOR_ADDRESS": address,
+                "JAX_NUM_PROCESSES": str(NUM_PROCESSES),
+                "JAX_PROCESS_ID": str(i),
+            },
+        )
         for i in range(NUM_PROCESSES)
     ]
 
@@ -88,8 +105,9 @@ def processes(argv: list[str], envs: list[dict[str, str]], log_dir):
     try:
         for i, env in enumerate(envs):
             with open(os.path.join(log_dir, f"process_{i}.log"), "w") as log:
-                procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
-                                              stderr=subprocess.STDOUT))
+                procs.append(
+                    subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                )
         yield procs
     finally:
         for p in procs:
@@ -124,21 +142,30 @@ def logs(*log_dirs) -> str:
 
 # ------------------------------------------------------------------- one train step
 
+
 def write_corpus(path) -> str:
     """A small text corpus (a finite source: rows shuffled by the loader)."""
     rng = np.random.default_rng(0)
     words = ["sink", "token", "first", "attention", "row", "the", "of", "a"]
+    docs = [" ".join(rng.choice(words, rng.integers(4, 30))) for _ in range(40)]
     with open(path, "w") as f:
-        for _ in range(40):
-            f.write(json.dumps({"text": " ".join(rng.choice(words, rng.integers(4, 30)))}) + "\n")
+        f.writelines(json.dumps({"text": d}) + "\n" for d in docs)
     return f"text:{path}"
 
 
 def load_rows(source: str) -> dict[str, np.ndarray]:
     """This process's rows of the first train batch of `source` (the loader takes the
     process index and count from jax)."""
-    loader = make_loader(source, tokenizer="byte", seq_len=T, batch_size=GLOBAL_ROWS,
-                         packing="concat_bos", seed=5, split="train", progress=False)
+    loader = make_loader(
+        source,
+        tokenizer="byte",
+        seq_len=T,
+        batch_size=GLOBAL_ROWS,
+        packing="concat_bos",
+        seed=5,
+        split="train",
+        progress=False,
+    )
     return next(loader)
 
 
@@ -170,8 +197,14 @@ def sgd_step(mesh, batch_BxT, params):
     o = jax.jit(tx.init, out_shardings=o_shard)(p)
     b_shard = sharding.batch_sharding(mesh, accumulate=True)
     fn = step_lib.make_train_step(
-        graphdef, tx, param_shardings=p_shard, opt_shardings=o_shard, batch_sharding=b_shard,
-        replicated=sharding.replicated(mesh), use_segments=False, sink_stats=True,
+        graphdef,
+        tx,
+        param_shardings=p_shard,
+        opt_shardings=o_shard,
+        batch_sharding=b_shard,
+        replicated=sharding.replicated(mesh),
+        use_segments=False,
+        sink_stats=True,
     )
     batch = sharding.global_batch({k: v[None] for k, v in batch_BxT.items()}, b_shard)
     p, _, metrics = fn(p, o, batch)
@@ -201,10 +234,12 @@ def compare_step(tmp_path, two_envs, one_env, mesh: str) -> None:
     (tmp_path / "two").mkdir()
     worker = [sys.executable, __file__, "step"]
     with (
-        processes([*worker, str(tmp_path / "two"), source, mesh], two_envs,
-                  tmp_path / "logs_two") as two,
-        processes([*worker, str(tmp_path / "one"), source, mesh], [one_env],
-                  tmp_path / "logs_one") as one,
+        processes(
+            [*worker, str(tmp_path / "two"), source, mesh], two_envs, tmp_path / "logs_two"
+        ) as two,
+        processes(
+            [*worker, str(tmp_path / "one"), source, mesh], [one_env], tmp_path / "logs_one"
+        ) as one,
     ):
         codes = wait_all([*two, *one], 240, tmp_path / "logs_two", tmp_path / "logs_one")
     assert codes == [0, 0, 0], logs(tmp_path / "logs_two", tmp_path / "logs_one")
@@ -237,8 +272,9 @@ def compare_step(tmp_path, two_envs, one_env, mesh: str) -> None:
         assert out["metrics/loss_tokens"] == ref["metrics/loss_tokens"] > 0
         np.testing.assert_allclose(out["metrics/sink_attn"], ref["metrics/sink_attn"], atol=1e-5)
         for eps in step_lib.SINK_EPS:
-            np.testing.assert_allclose(out[f"metrics/sink_rate_{eps}"],
-                                       ref[f"metrics/sink_rate_{eps}"], atol=1e-6)
+            np.testing.assert_allclose(
+                out[f"metrics/sink_rate_{eps}"], ref[f"metrics/sink_rate_{eps}"], atol=1e-6
+            )
 
 
 def test_two_processes_step_equals_one_process(tmp_path):
@@ -253,8 +289,11 @@ def test_two_gpu_processes_step_equals_one_process(tmp_path):
     """The same with one GPU per process (NCCL between processes; mesh fsdp 2) against one
     process driving both GPUs."""
     # Counted without starting jax's GPU client here (it would take most of the memory).
-    listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False
-                            ).stdout if shutil.which("nvidia-smi") else ""
+    listed = (
+        subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False).stdout
+        if shutil.which("nvidia-smi")
+        else ""
+    )
     if listed.count("GPU ") < 2:
         pytest.skip("needs 2 CUDA GPUs")
     compare_step(tmp_path, two_process_envs(gpus=True), process_env(gpus="0,1"), "1,2")
@@ -264,7 +303,11 @@ def test_two_gpu_processes_step_equals_one_process(tmp_path):
 
 STEPS = 40
 TRAIN = [
-    "-m", "sinks_jax.cli", "train", "--config", "configs/context_length.py:tiny,32",
+    "-m",
+    "sinks_jax.cli",
+    "train",
+    "--config",
+    "configs/context_length.py:tiny,32",
     f"--config.num_steps={STEPS}",
     "--config.micro_batch_size=16",  # 16 rows of 32 tokens a step, one micro-batch.
     "--config.sink_stats_every=1",  # in-step sink statistics at every step.
@@ -292,8 +335,12 @@ def rows_of(workdir) -> list[dict]:
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL `proc` and its children (the launcher's processes run in their own groups)."""
     if proc.poll() is None:
-        children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)],
-                                  capture_output=True, text=True, check=False).stdout.split()
+        children = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(proc.pid)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
@@ -317,23 +364,40 @@ def test_two_process_training_preempted_and_resumed(tmp_path):
     python = [sys.executable, *TRAIN]
     full, part, one = tmp_path / "full", tmp_path / "part", tmp_path / "one"
     launcher = subprocess.Popen(
-        ["bash", "launch/multiprocess.sh", "-n", "2", "--cpu-devices", "4", "--logs",
-         str(tmp_path / "logs_full"), "--", *python, "--workdir", str(full)],
+        [
+            "bash",
+            "launch/multiprocess.sh",
+            "-n",
+            "2",
+            "--cpu-devices",
+            "4",
+            "--logs",
+            str(tmp_path / "logs_full"),
+            "--",
+            *python,
+            "--workdir",
+            str(full),
+        ],
         cwd=ROOT,
         env={**process_env(), "XLA_FLAGS": FAST_COMPILE, "PYTHON": sys.executable},
     )
     try:
         with (
-            processes([*python, "--workdir", str(one), "--config.num_steps=2"], [process_env(8)],
-                      tmp_path / "logs_one") as ref,
-            processes([*python, "--workdir", str(part)], two_process_envs(),
-                      tmp_path / "logs_part") as pair,
+            processes(
+                [*python, "--workdir", str(one), "--config.num_steps=2"],
+                [process_env(8)],
+                tmp_path / "logs_one",
+            ) as ref,
+            processes(
+                [*python, "--workdir", str(part)], two_process_envs(), tmp_path / "logs_part"
+            ) as pair,
         ):
             # Preempt one process only, once both run steps: the other must stop with it.
             deadline = time.monotonic() + 300
             while not any(r["step"] >= 3 for r in rows_of(part)):
                 assert time.monotonic() < deadline and pair[1].poll() is None, logs(
-                    tmp_path / "logs_part")
+                    tmp_path / "logs_part"
+                )
                 time.sleep(0.05)
             pair[1].send_signal(signal.SIGTERM)
             codes = wait_all([*pair, *ref], 300, tmp_path / "logs_part", tmp_path / "logs_one")
@@ -345,10 +409,12 @@ def test_two_process_training_preempted_and_resumed(tmp_path):
     stopped = json.loads((part / "summary.json").read_text())
     assert stopped["status"] == "preempted" and 3 <= stopped["step"] < STEPS, stopped
     assert (part / "checkpoints" / str(stopped["step"])).is_dir()
-    with processes([*python, "--workdir", str(part)], two_process_envs(),
-                   tmp_path / "logs_resumed") as pair:
+    with processes(
+        [*python, "--workdir", str(part)], two_process_envs(), tmp_path / "logs_resumed"
+    ) as pair:
         assert wait_all(pair, 300, tmp_path / "logs_resumed") == [0, 0], logs(
-            tmp_path / "logs_resumed")
+            tmp_path / "logs_resumed"
+        )
     assert f"(step {stopped['step']})" in logs(tmp_path / "logs_resumed")
 
     # Written once, by process 0: every step's row once, the summary, the sink scores.
@@ -366,9 +432,11 @@ def test_two_process_training_preempted_and_resumed(tmp_path):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-6)
     for a, b in zip(jax.tree.leaves(params_of(full)), jax.tree.leaves(params_of(part))):
         np.testing.assert_allclose(a, b, atol=1e-6)
-    np.testing.assert_allclose(json.loads((part / "summary.json").read_text())["val_loss"],
-                               json.loads((full / "summary.json").read_text())["val_loss"],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        json.loads((part / "summary.json").read_text())["val_loss"],
+        json.loads((full / "summary.json").read_text())["val_loss"],
+        atol=1e-6,
+    )
 
     # Step 1 (the initial parameters, the same first batch) of the one-process 8-device run:
     # loss and sink statistics of the pair are reductions over both processes' rows (the

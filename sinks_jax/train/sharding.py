@@ -40,25 +40,25 @@ def maybe_initialize_distributed() -> None:
     - otherwise (one process) do nothing.
 
     On CPU, collectives between processes need `jax_cpu_collectives_implementation="gloo"`
-    (TCP, through the coordinator): jax 0.10 and 0.11 default to it; where the option is
-    unset (None, older jax) it is set here, before the CPU backend starts. GPUs use NCCL and
-    TPUs their interconnect whatever the option says.
+    (TCP between the processes, set up through the coordinator). jax 0.10.2 defaults to it;
+    where the option is unset (None, as in older jax) it is set here, before the CPU backend
+    starts. GPUs (NCCL) and TPUs ignore it.
     """
     if _distributed_is_initialized():
         return
     env = os.environ
-    distributed = ("JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env) or env.get(
-        "SINKS_JAX_DISTRIBUTED", "0"
-    ) == "1"
-    if distributed and getattr(jax.config, "jax_cpu_collectives_implementation", "") is None:
+    explicit = "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env
+    if not explicit and env.get("SINKS_JAX_DISTRIBUTED", "0") != "1":
+        return
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "") is None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
+    if explicit:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(env["JAX_NUM_PROCESSES"]),
             process_id=int(env.get("JAX_PROCESS_ID", "0")),
         )
-    elif env.get("SINKS_JAX_DISTRIBUTED", "0") == "1":
+    else:
         jax.distributed.initialize()
 
 
