@@ -6,11 +6,12 @@
 #
 # With N > 1 every process gets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID,
 # which sinks_jax passes to jax.distributed.initialize(); --one-gpu-each gives process i
-# GPU i only (CUDA_VISIBLE_DEVICES=i). With N = 1 the command simply runs (one process sees
+# GPU i only (CUDA_VISIBLE_DEVICES=i). launch/multiprocess.sh starts them (and has more
+# options: fake CPU devices, log files). With N = 1 the command simply runs (one process sees
 # every local device, which is the simplest way to use several GPUs of one host).
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 n=1; one_gpu=0; port=12355; dry=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -31,17 +32,7 @@ if [[ "$n" -eq 1 ]]; then
   exec "$@"
 fi
 
-pids=()
-for ((i = 0; i < n; i++)); do
-  envs=(JAX_COORDINATOR_ADDRESS="localhost:${port}" JAX_NUM_PROCESSES="$n" JAX_PROCESS_ID="$i")
-  [[ "$one_gpu" -eq 1 ]] && envs+=(CUDA_VISIBLE_DEVICES="$i")
-  if [[ "$dry" -eq 1 ]]; then
-    printf '%s ' env "${envs[@]}"; printf '%q ' "$@"; echo
-  else
-    env "${envs[@]}" "$@" &
-    pids+=("$!")
-  fi
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-exit "$status"
+args=(-n "$n" --port "$port")
+[[ "$one_gpu" -eq 1 ]] && args+=(--one-gpu-each)
+[[ "$dry" -eq 1 ]] && args+=(--dry-run)
+exec bash "$(dirname "$0")/multiprocess.sh" "${args[@]}" -- "$@"

@@ -4,7 +4,10 @@ import importlib.util
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -167,3 +170,83 @@ def test_repro_script_plan_and_bad_input():
                          (["--budget", "60", "--gpus", "two"], "--gpus two")):
         res = run(["bash", "launch/repro_h200.sh", *bad], env=env)
         assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def test_multiprocess_dry_run_env_per_process_and_bad_input():
+    cmd = ["sinks-jax", "train", "--workdir", "runs/x"]
+    out = run(["bash", "launch/multiprocess.sh", "-n", "2", "--cpu-devices", "4", "--port", "999",
+               "--dry-run", "--", *cmd], env={"XLA_FLAGS": "--xla_dump_to=/tmp/d"})
+    assert out.returncode == 0, out.stderr
+    lines = [shlex.split(x) for x in out.stdout.strip().splitlines()]
+    assert len(lines) == 2
+    for i, words in enumerate(lines):
+        assert words[0] == "env" and words[-4:] == cmd
+        assert {"JAX_COORDINATOR_ADDRESS=localhost:999", "JAX_NUM_PROCESSES=2",
+                f"JAX_PROCESS_ID={i}", "JAX_PLATFORMS=cpu",
+                "XLA_FLAGS=--xla_dump_to=/tmp/d --xla_force_host_platform_device_count=4"} <= set(words)
+    gpu = run(["bash", "launch/multiprocess.sh", "-n", "2", "--one-gpu-each", "--dry-run", "--", "x"])
+    assert [shlex.split(x)[4] for x in gpu.stdout.splitlines()] == [
+        "CUDA_VISIBLE_DEVICES=0", "CUDA_VISIBLE_DEVICES=1"]
+    port = shlex.split(gpu.stdout.splitlines()[0])[1]
+    assert re.fullmatch(r"JAX_COORDINATOR_ADDRESS=localhost:\d+", port)  # a free port.
+    for bad, message in ((["-n", "0", "--", "x"], "-n 0 is not a positive integer"),
+                         (["--cpu-devices", "2", "--one-gpu-each", "--", "x"], "exclude each other"),
+                         (["-n", "2"], "no command given"),
+                         (["--bogus", "--", "x"], "unknown option --bogus")):
+        res = run(["bash", "launch/multiprocess.sh", *bad])
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+
+
+def test_multiprocess_failure_stops_the_others_and_signals_reach_each_once(tmp_path):
+    # Process 1 fails at once; the others would wait for it forever: they get SIGTERM.
+    script = ("import os, signal, sys, time\n"
+              "got = []\n"
+              "signal.signal(signal.SIGTERM, lambda s, f: got.append('TERM'))\n"
+              "signal.signal(signal.SIGINT, lambda s, f: got.append('INT'))\n"
+              "print('ready', flush=True)\n"
+              "if os.environ['JAX_PROCESS_ID'] == os.environ.get('FAIL', ''): sys.exit(3)\n"
+              "t = time.time()\n"
+              "while not got and time.time() - t < 30: time.sleep(0.05)\n"
+              "time.sleep(0.5)  # a second signal would be seen here.\n"
+              "print(os.environ['JAX_PROCESS_ID'], got, flush=True)\n"
+              "sys.exit(128 + 15 if got else 0)\n")
+    def argv(logs):
+        return ["bash", "launch/multiprocess.sh", "-n", "3", "--grace", "20", "--logs", str(logs),
+                "--", sys.executable, "-c", script]
+
+    start = time.monotonic()
+    res = run(argv(tmp_path / "fail"), env={"FAIL": "1"})
+    assert res.returncode == 3 and "status 3; stopping the others" in res.stderr
+    assert time.monotonic() - start < 15
+    for i in (0, 2):
+        assert f"{i} ['TERM']" in (tmp_path / "fail" / f"process_{i}.log").read_text()
+
+    # SIGTERM (or Ctrl-C) to the launcher reaches every process once.
+    logs = tmp_path / "term"
+    proc = subprocess.Popen(argv(logs), cwd=ROOT, env=dict(os.environ, FAIL=""))
+    try:
+        deadline = time.monotonic() + 30
+        while not all((logs / f"process_{i}.log").exists()
+                      and "ready" in (logs / f"process_{i}.log").read_text() for i in range(3)):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + 15
+    finally:
+        proc.kill()
+        proc.wait()
+    for i in range(3):
+        assert f"{i} ['TERM']" in (logs / f"process_{i}.log").read_text()
+
+
+def test_multiprocess_processes_join_one_jax_run(tmp_path):
+    """The variables the launcher sets are the ones `maybe_initialize_distributed` reads."""
+    code = ("from sinks_jax.train import sharding; sharding.maybe_initialize_distributed(); "
+            "import jax; print('joined', jax.process_index(), jax.process_count(), "
+            "jax.device_count(), jax.local_device_count())")
+    res = run(["bash", "launch/multiprocess.sh", "-n", "2", "--cpu-devices", "2", "--logs",
+               str(tmp_path), "--", sys.executable, "-c", code],
+              env={"PYTHON": sys.executable, "PYTHONPATH": ROOT})
+    assert res.returncode == 0, res.stderr
+    for i in range(2):
+        assert f"joined {i} 2 4 2" in (tmp_path / f"process_{i}.log").read_text()

@@ -275,7 +275,8 @@ def run_steps(
             bar.update(1)
             if step % c.checkpoint_every == 0 or step == c.num_steps:
                 save(run, ckpt, step)
-            if stop.signal is not None or ckpt.manager.reached_preemption(step):
+            stopping = sharding.any_process(stop.signal is not None)  # the same on every process.
+            if stopping or ckpt.manager.reached_preemption(step):
                 break
     return step, record
 

@@ -6,9 +6,11 @@ Batches are split over both axes. The rule for a parameter (or optimizer-state l
 its largest axis that the `fsdp` size divides; never the stacked layer axis (so the scan over
 layers slices an unsharded axis); replicate if no axis fits.
 
-Multi-process runs (TPU pods, multi-node GPU) call `jax.distributed.initialize()` first (see
-`maybe_initialize_distributed`); every process then feeds its own slice of the global batch
-and `global_batch` assembles it with `jax.make_array_from_process_local_data`.
+Multi-process runs (TPU pods, multi-node GPU, launch/multiprocess.sh) call
+`jax.distributed.initialize()` first (see `maybe_initialize_distributed`); every process then
+feeds its own slice of the global batch and `global_batch` assembles it with
+`jax.make_array_from_process_local_data`. Every process runs the same steps, so a decision
+that one process takes alone (stop after this step) goes through `any_process` first.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -34,22 +37,42 @@ def maybe_initialize_distributed() -> None:
     - `SINKS_JAX_DISTRIBUTED=1` (launch/tpu_pod.sh, launch/slurm_gpu.sbatch): let JAX detect
       the cluster (TPU VM metadata, SLURM variables);
     - otherwise (one process) do nothing.
+
+    On CPU, collectives between processes need `jax_cpu_collectives_implementation="gloo"`
+    (TCP between the processes, set up through the coordinator). jax 0.10.2 defaults to it;
+    where the option is unset (None, as in older jax) it is set here, before the CPU backend
+    starts. GPUs (NCCL) and TPUs ignore it.
     """
     if _distributed_is_initialized():
         return
     env = os.environ
-    if "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env:
+    explicit = "JAX_COORDINATOR_ADDRESS" in env and "JAX_NUM_PROCESSES" in env
+    if not explicit and env.get("SINKS_JAX_DISTRIBUTED", "0") != "1":
+        return
+    if getattr(jax.config, "jax_cpu_collectives_implementation", "") is None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if explicit:
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(env["JAX_NUM_PROCESSES"]),
             process_id=int(env.get("JAX_PROCESS_ID", "0")),
         )
-    elif env.get("SINKS_JAX_DISTRIBUTED", "0") == "1":
+    else:
         jax.distributed.initialize()
 
 
 def _distributed_is_initialized() -> bool:
     return jax.distributed.is_initialized()
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process; all processes call it together (with one process:
+    `flag`). A decision such as "stop after this step" (a signal reaches one host first, or
+    only one) must be taken by every process alike: one that stops alone leaves the others
+    waiting for it in the next collective, forever."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def make_mesh(mesh_cfg: Mapping[str, Any]) -> Mesh:
