@@ -26,6 +26,7 @@ CONTEXT = ("T128_s0", "T128_s1", "T512_s0", "T2048_s0", "T2048_s1")
 DEPTH = ("L4", "L12", "L24")
 SEQ_LEN = {"T128_s0": 128, "T128_s1": 128, "T512_s0": 512, "T2048_s0": 2048, "T2048_s1": 2048}
 LAYERS = {"L4": 4, "L12": 12, "L24": 24}  # L12 is a copy of context/T2048_s0.
+VARIANTS = ("V_sink_logit", "V_softmax_plus_one", "V_gated", "V_kv_bias")
 PACKING = ("causal_bos", "causal_fixed_bos", "intra_eos", "intra_bos", "intra_fixed_bos")
 
 
@@ -143,6 +144,7 @@ def main():
         p(f"no<bos> {label}: {pct(boot(x, rng))}")
 
     packing(p, rng)
+    variants(p, rng)
 
     p(
         "\n## during training: held-out rate eps 0.3 <bos> / text-only (%), and the in-step"
@@ -232,6 +234,30 @@ def packing(p, rng):
                 for m in ev
             )
         )
+
+
+def variants(p, rng):
+    """Beyond the paper: attention variants against the two runs of the softmax baseline
+    (context/T2048_s0 and packing/causal_bos: the same configuration trained twice)."""
+    base = {"T2048_s0": ("context", "T2048_s0"), "causal_bos": ("packing", "causal_bos")}
+    p("\n## variants: final evaluation, and the in-step noop mass at T = 2048 (last record)")
+    for name in VARIANTS:
+        s = summary("variants", name)
+        noop = np.array([m for m in metrics("variants", name) if "noop_mass" in m][-1]["noop_mass"])
+        p(
+            f"{name}: val {s['val_loss']:.3f} | loss <bos> {s['val_loss_bos']:.3f} text only"
+            f" {s['val_loss_nobos']:.3f} | sink eps 0.3 <bos> {100 * s['val_sink_rate_0.3_bos']:.2f}"
+            f" text only {100 * s['val_sink_rate_0.3_nobos']:.2f} | eps 0.8 <bos>"
+            f" {100 * s['val_sink_rate_0.8_bos']:.2f} text only {100 * s['val_sink_rate_0.8_nobos']:.2f}"
+            f" | noop mass mean {noop.mean():.3f}, max head {noop.max():.3f}, per layer"
+            f" {np.round(noop.mean(axis=1), 2).tolist()}"
+        )
+    p(f"\n## variants - softmax baseline runs, eps 0.3, points, 95 % bootstrap over windows")
+    for name in VARIANTS:
+        for form in ("bos", "nobos"):
+            v = per_window("variants", name, 0.3, form)
+            diffs = [f"- {b}: {pct(boot(v - per_window(*base[b], 0.3, form), rng))}" for b in base]
+            p(f"{name} {form}: " + "; ".join(diffs))
 
 
 def curves(exp, name):
