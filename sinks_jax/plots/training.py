@@ -71,6 +71,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     pos = xs if numeric else list(range(len(xs)))
     repeated = len(set(map(str, xs))) < len(xs)  # several seeds per value: points, no lines.
+    joined = numeric and not repeated  # named variants are categories: points, no lines.
     for k, label, style in (
         ("val_sink_rate_0.3_bos", "eps 0.3, <bos>", "o-"),
         ("val_sink_rate_0.8_bos", "eps 0.8, <bos>", "s-"),
@@ -81,7 +82,7 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
         bounds = [sink_interval(r, k) for r in runs]
         err = [[y - 100 * b[0] if b else 0.0 for y, b in zip(ys, bounds)],
                [100 * b[1] - y if b else 0.0 for y, b in zip(ys, bounds)]]
-        ax.errorbar(pos, ys, yerr=err, fmt=style[0] if repeated else style, capsize=3,
+        ax.errorbar(pos, ys, yerr=err, fmt=style if joined else style[0], capsize=3,
                     label=label)
     _swept_axis(ax, xs)
     title = f"final sink rate (eval T={eval_len(runs)}) vs {key}"
@@ -98,12 +99,13 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             ("val_loss_bos", "<bos> + text", "o-"),
             ("val_loss_nobos", "text only", "s--"),
         ):
-            ax.plot(pos, [r["final"].get(k, float("nan")) for r in runs], style, label=label)
+            ys = [r["final"].get(k, float("nan")) for r in runs]
+            ax.plot(pos, ys, style if joined else style[0], label=label)
         _swept_axis(ax, xs)
         ax.set(
             xlabel=key,
             ylabel="loss (nats/token), same targets",
-            title=f"final held-out loss with and without <bos> (eval T={eval_len(runs)}) vs {key}",
+            title=f"held-out loss, <bos> + text and text only (T={eval_len(runs)})",
         )
         paths.append(_save(fig, ax, os.path.join(out_dir, f"bos_loss_vs_{short_key}.png"), plt))
 
