@@ -3,11 +3,12 @@
 #
 #   launch/tpu_pod.sh TPU_NAME ZONE [--project P] [--repo DIR] [--dry-run] -- COMMAND [ARGS...]
 #   launch/tpu_pod.sh my-v5p-64 us-east5-a -- sinks-jax train \
-#       --config configs/context_length.py:paper,2048 --workdir gs://my-bucket/ctx/T2048 \
+#       --config configs/context_length.py:paper,2048 --workdir /mnt/shared/ctx/T2048 \
 #       --config.model.attention=splash --config.mesh.fsdp=-1 --config.mesh.data=1
 #
 # Every worker needs this repository at --repo (default: ~/sinks_jax) with sinks_jax installed,
-# and the workdir must be storage all workers share (a gs:// bucket). The command runs with
+# and the workdir must be storage all workers share (NFS, or a bucket mounted with gcsfuse;
+# gs:// paths are not read or written directly yet). The command runs with
 # SINKS_JAX_DISTRIBUTED=1, so each process calls jax.distributed.initialize(), which finds
 # the pod's other workers from the TPU VM metadata.
 set -euo pipefail
