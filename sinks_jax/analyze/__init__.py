@@ -2,12 +2,12 @@
 
     inputs        tokenizers, prompts, token rows, the swapped perturbation prompt
     loading       the model and its tokenizer from a workdir, a checkpoint or a random init
-    surgery       another backend, the residual stream of embeddings, attention re-run per layer
     measurements  the report's numbers
     figures       the report's figures
     command       the argument parser, `run` and `main`
 
-Imports run downwards only: command -> figures, measurements -> surgery -> sinks_jax.model;
+Imports run downwards only: command -> figures, measurements -> sinks_jax.model (its surgery:
+`with_backend`, `residual_stream_fn`, `received_attention_model`, re-exported here);
 command, measurements -> inputs; loading -> inputs.
 """
 
@@ -30,7 +30,7 @@ from sinks_jax.analyze.measurements import (
     sink_report,
     spread_report,
 )
-from sinks_jax.analyze.surgery import received_attention_model, residual_stream_fn, with_backend
+from sinks_jax.model.surgery import received_attention_model, residual_stream_fn, with_backend
 
 __all__ = [
     "Loaded",

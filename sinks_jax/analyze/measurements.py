@@ -17,8 +17,8 @@ from flax import nnx
 from sinks_jax import analysis
 from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.analyze.inputs import choose_swap
-from sinks_jax.analyze.surgery import received_attention_model, residual_stream_fn, with_backend
 from sinks_jax.model import Transformer, fused, sink_query_mask
+from sinks_jax.model.surgery import received_attention_model, residual_stream_fn, with_backend
 from sinks_jax.progress import progress
 
 

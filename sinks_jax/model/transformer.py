@@ -323,15 +323,18 @@ class Block(nnx.Module):
                 vn_BxTxK, cfg.num_heads // cfg.kv_heads, axis=2
             ).transpose(0, 2, 1)
         if "received_attn" in collect:
-            stats["received_attn"] = self._received_attention(q, k, v, segment_ids_BxT, local)
+            stats["received_attn"] = self.received_attention(q, k, v, segment_ids_BxT, local)
         if "hidden" in collect:
             stats["hidden"] = x_BxTxD
         return x_BxTxD, jax.lax.stop_gradient(stats)
 
-    def _received_attention(self, q, k, v, segment_ids_BxT, local):
-        """[B, H, T] sum over queries of A[i, k]: the VJP w.r.t. V of the output under ones.
-
-        K/V are broadcast to the query heads first, so the gradient is per query head.
+    def received_attention(self, q, k, v, segment_ids_BxT, local, query_weights_BxT=None):
+        """[B, H, T] attention every key receives, sum_i w_i A[i, k] (w = 1 without
+        `query_weights_BxT`): the VJP w.r.t. V of this layer's attention output under the
+        cotangent w_i. For one head out_i = sum_j A[i, j] v_j, so d sum_i w_i out_i / d v_k =
+        sum_i w_i A[i, k] in every feature; a fused kernel's backward pass gives it without
+        the T x T map. K/V are broadcast to the query heads first, so the gradient is per
+        query head (a shared K/V head would sum its query heads).
         """
         cfg = self.cfg
         group = cfg.num_heads // cfg.kv_heads
@@ -340,8 +343,12 @@ class Block(nnx.Module):
         def out_of_values(values):
             return self.attend(q, k_h, values, segment_ids_BxT, local).out_BxTxHxD
 
-        _, vjp = jax.vjp(out_of_values, v_h)
-        (dv_BxTxHxD,) = vjp(jnp.ones_like(q))
+        out, vjp = jax.vjp(out_of_values, v_h)
+        cotangent = jnp.ones_like(out)
+        if query_weights_BxT is not None:
+            cotangent = cotangent * query_weights_BxT.astype(out.dtype)[:, :, None, None]
+        (dv_BxTxHxD,) = vjp(cotangent)
+        # Every feature holds the same column sum; the mean absorbs rounding.
         return dv_BxTxHxD.astype(jnp.float32).mean(-1).transpose(0, 2, 1)
 
 
@@ -441,7 +448,7 @@ class Transformer(nnx.Module):
         if cfg.embedding_scale is not None:
             x = x * jnp.asarray(cfg.embedding_scale, x.dtype)
         if cfg.position_type == "learned":
-            positions = _default_positions(tokens_BxT.shape) if positions is None else positions
+            positions = default_positions(tokens_BxT.shape) if positions is None else positions
             x = x + jnp.take(self.pos_embedding[...], positions, axis=0).astype(x.dtype)
         return x
 
@@ -510,7 +517,7 @@ class Transformer(nnx.Module):
         with gradients when `keep_hidden`, else None)."""
         cfg = self.config
         B, T = x_BxTxD.shape[:2]
-        positions = _default_positions((B, T)) if positions is None else positions
+        positions = default_positions((B, T)) if positions is None else positions
         if positions.shape != (B, T):
             raise ValueError(f"positions shape {positions.shape} != (B, T) = {(B, T)}.")
         if segment_ids is not None and segment_ids.shape != (B, T):
@@ -537,7 +544,7 @@ class Transformer(nnx.Module):
         return h_BxTxD, stats, hidden
 
 
-def _default_positions(shape) -> jax.Array:
+def default_positions(shape) -> jax.Array:
     B, T = shape
     return jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
 
