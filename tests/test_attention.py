@@ -293,3 +293,16 @@ def test_first_key_merge_matches_xla(kernel):
     g_ref = jax.grad(functools.partial(loss, reference), argnums=(0, 1, 2))(q, k, v)
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_expand_kv_gives_query_head_h_the_kv_head_h_over_group():
+    from sinks_jax.model.kv_heads import expand_kv
+
+    x_BxTxKxD = np.random.default_rng(0).normal(size=(2, 3, 2, 4)).astype(np.float32)
+    got = np.asarray(expand_kv(jnp.asarray(x_BxTxKxD), 6))
+    for h in range(6):  # H=6, K=2: heads 0-2 read K/V head 0, heads 3-5 K/V head 1.
+        np.testing.assert_array_equal(got[:, :, h], x_BxTxKxD[:, :, h // 3])
+    got_K = np.asarray(expand_kv(jnp.asarray(x_BxTxKxD[:, 0]), 4, axis=1))  # [B, K, D]
+    np.testing.assert_array_equal(got_K, x_BxTxKxD[:, 0][:, [0, 0, 1, 1]])
+    with pytest.raises(ValueError, match="num_heads=5"):
+        expand_kv(jnp.asarray(x_BxTxKxD), 5)

@@ -2,11 +2,10 @@
 segment ids and positions: the residual stream against the `hidden` statistic, the received
 attention against column sums of the xla backend's attention maps."""
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from flax import nnx
 
 from sinks_jax.model import ModelConfig, Transformer

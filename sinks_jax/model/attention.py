@@ -46,6 +46,7 @@ from sinks_jax.model import fused, shard
 from sinks_jax.model import splash as splash_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
+from sinks_jax.model.kv_heads import expand_kv
 
 
 class AttentionOut(NamedTuple):
@@ -341,10 +342,9 @@ def sink_attention(
     variant, pass the full row's LSE (what `attention` returns): the attention is then that of
     the full row. `sigmoid_bias` b (sigmoid attention): the weight sigmoid(s + b) instead.
     """
-    B, T, H, D = q_BxTxHxD.shape
-    K = k_BxTxKxD.shape[2]
+    H = q_BxTxHxD.shape[2]
     k_sink_BxTxKxD = jnp.take_along_axis(k_BxTxKxD, sink_idx_BxT[:, :, None, None], axis=1)
-    k_sink_BxTxHxD = jnp.repeat(k_sink_BxTxKxD, H // K, axis=2)
+    k_sink_BxTxHxD = expand_kv(k_sink_BxTxKxD, H)
     s_BxTxH = (
         jnp.einsum(
             "bthd,bthd->bth", q_BxTxHxD.astype(jnp.float32), k_sink_BxTxHxD.astype(jnp.float32)

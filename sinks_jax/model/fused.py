@@ -23,6 +23,8 @@ import warnings
 import jax
 import jax.numpy as jnp
 
+from sinks_jax.model.kv_heads import expand_kv
+
 
 def cudnn_attention(
     q_BxTxHxD,
@@ -138,9 +140,9 @@ def attend_first_key_globally(
     out_seg_BxTxHxD, lse_seg_BxHxT = segment_attention(
         q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale
     )
-    H, K = q_BxTxHxD.shape[2], k_BxTxKxD.shape[2]
-    k0_BxHxD = jnp.repeat(k_BxTxKxD[:, 0], H // K, axis=1)
-    v0_BxHxD = jnp.repeat(v_BxTxKxD[:, 0], H // K, axis=1).astype(jnp.float32)
+    H = q_BxTxHxD.shape[2]
+    k0_BxHxD = expand_kv(k_BxTxKxD[:, 0], H, axis=1)
+    v0_BxHxD = expand_kv(v_BxTxKxD[:, 0], H, axis=1).astype(jnp.float32)
     s0_BxHxT = scale * jnp.einsum(
         "bthd,bhd->bht", q_BxTxHxD, k0_BxHxD, preferred_element_type=jnp.float32
     )
@@ -280,13 +282,12 @@ def pallas_gpu_attention(
         return attend_first_key_globally(
             kernel, q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale
         )
-    B, T, H, D = q_BxTxHxD.shape
-    K = k_BxTxKxD.shape[2]
+    T, H = q_BxTxHxD.shape[1:3]
     block = min(block_size, T)
     if T % block:
         raise ValueError(f"attention='pallas' needs T={T} to be a multiple of its block {block}.")
-    k = jnp.repeat(k_BxTxKxD, H // K, axis=2)
-    v = jnp.repeat(v_BxTxKxD, H // K, axis=2)
+    k = expand_kv(k_BxTxKxD, H)
+    v = expand_kv(v_BxTxKxD, H)
     seg = None if segment_ids_BxT is None else segment_ids_BxT.astype(jnp.int32)
     out, lse2_BxHxT = _pallas_mha(q_BxTxHxD, k, v, seg, float(scale), int(block), bool(interpret))
     return out, lse2_BxHxT.astype(jnp.float32) * math.log(2.0)

@@ -49,6 +49,7 @@ from flax import nnx
 from sinks_jax.model import attention as attention_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.config import ModelConfig
+from sinks_jax.model.kv_heads import expand_kv
 
 COLLECTABLE = (
     "attn_probs",
@@ -319,9 +320,7 @@ class Block(nnx.Module):
             stats["noop_mass"] = zeros if noop_BxHxT is None else noop_BxHxT
         if "value_norms" in collect:
             vn_BxTxK = jnp.linalg.norm(v.astype(jnp.float32), axis=-1)
-            stats["value_norms"] = jnp.repeat(
-                vn_BxTxK, cfg.num_heads // cfg.kv_heads, axis=2
-            ).transpose(0, 2, 1)
+            stats["value_norms"] = expand_kv(vn_BxTxK, cfg.num_heads).transpose(0, 2, 1)
         if "received_attn" in collect:
             stats["received_attn"] = self.received_attention(q, k, v, segment_ids_BxT, local)
         if "hidden" in collect:
@@ -337,8 +336,7 @@ class Block(nnx.Module):
         query head (a shared K/V head would sum its query heads).
         """
         cfg = self.cfg
-        group = cfg.num_heads // cfg.kv_heads
-        k_h, v_h = jnp.repeat(k, group, axis=2), jnp.repeat(v, group, axis=2)
+        k_h, v_h = expand_kv(k, cfg.num_heads), expand_kv(v, cfg.num_heads)
 
         def out_of_values(values):
             return self.attend(q, k_h, values, segment_ids_BxT, local).out_BxTxHxD

@@ -57,6 +57,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sinks_jax.model.kv_heads import expand_kv
+
 VARIANTS = ("softmax", "sink_logit", "softmax_plus_one", "gated", "kv_bias", "sigmoid")
 SLOT_VARIANTS = ("sink_logit", "softmax_plus_one", "kv_bias")  # merged through the LSE.
 
@@ -99,9 +101,9 @@ def null_slot(out_BxTxHxD, lse_BxHxT, logit_H=None):
 
 def kv_slot(out_BxTxHxD, lse_BxHxT, q_BxTxHxD, key_KxD, value_KxD, *, scale, softcap=None):
     """kv_bias: a learned key/value pair per kv head, visible to every query."""
-    H, K = q_BxTxHxD.shape[2], key_KxD.shape[0]
-    key_HxD = jnp.repeat(key_KxD.astype(jnp.float32), H // K, axis=0)
-    value_HxD = jnp.repeat(value_KxD.astype(jnp.float32), H // K, axis=0)
+    H = q_BxTxHxD.shape[2]
+    key_HxD = expand_kv(key_KxD.astype(jnp.float32), H, axis=0)
+    value_HxD = expand_kv(value_KxD.astype(jnp.float32), H, axis=0)
     s_BxHxT = scale * jnp.einsum("bthd,hd->bht", q_BxTxHxD.astype(jnp.float32), key_HxD)
     if softcap is not None:
         s_BxHxT = softcap * jnp.tanh(s_BxHxT / softcap)
