@@ -1,8 +1,8 @@
 """Pure, jit- and vmap-compatible measurements of attention sinks and over-mixing.
 
 Every function takes and returns arrays with documented shapes; none does I/O. The model
-enters only through a forward function passed in (`jacobian_sensitivity`) or an attention
-function (`received_attention`).
+enters only through a forward function passed in (`jacobian_sensitivity`). The attention each
+key receives is the model's (`sinks_jax.model.received`, the `received_attn` statistic).
 """
 
 from sinks_jax.analysis.bootstrap import bootstrap_interval
@@ -14,12 +14,6 @@ from sinks_jax.analysis.collapse import (
     representational_collapse_repeat,
 )
 from sinks_jax.analysis.entropy import attention_entropy
-from sinks_jax.analysis.received import (
-    broadcast_kv_heads,
-    received_attention,
-    received_attention_from_probs,
-    received_attention_from_qkv,
-)
 from sinks_jax.analysis.sensitivity import jacobian_sensitivity, path_bound
 from sinks_jax.analysis.sinks import (
     sink_indicator,
@@ -44,16 +38,12 @@ __all__ = [
     "bootstrap_interval",
     "bos_layouts",
     "same_target_hits",
-    "broadcast_kv_heads",
     "drop_prefix",
     "jacobian_sensitivity",
     "noop_score",
     "path_bound",
     "perturbation_divergence",
     "rank_collapse",
-    "received_attention",
-    "received_attention_from_probs",
-    "received_attention_from_qkv",
     "relative_divergence",
     "repeat_last_token",
     "representational_collapse",

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sinks_jax.model import attention as attention_lib
+from sinks_jax.model import received as received_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.config import ModelConfig
 from sinks_jax.model.kv_heads import expand_kv
@@ -328,26 +329,14 @@ class Block(nnx.Module):
         return x_BxTxD, jax.lax.stop_gradient(stats)
 
     def received_attention(self, q, k, v, segment_ids_BxT, local, query_weights_BxT=None):
-        """[B, H, T] attention every key receives, sum_i w_i A[i, k] (w = 1 without
-        `query_weights_BxT`): the VJP w.r.t. V of this layer's attention output under the
-        cotangent w_i. For one head out_i = sum_j A[i, j] v_j, so d sum_i w_i out_i / d v_k =
-        sum_i w_i A[i, k] in every feature; a fused kernel's backward pass gives it without
-        the T x T map. K/V are broadcast to the query heads first, so the gradient is per
-        query head (a shared K/V head would sum its query heads).
-        """
-        cfg = self.cfg
-        k_h, v_h = expand_kv(k, cfg.num_heads), expand_kv(v, cfg.num_heads)
+        """[B, H, T] attention every key receives in this layer, sum_i w_i A[i, k] (w = 1
+        without `query_weights_BxT`): one VJP through the layer's own attention
+        (model/received.py)."""
 
-        def out_of_values(values):
-            return self.attend(q, k_h, values, segment_ids_BxT, local).out_BxTxHxD
+        def attend(q, k, v):
+            return self.attend(q, k, v, segment_ids_BxT, local).out_BxTxHxD
 
-        out, vjp = jax.vjp(out_of_values, v_h)
-        cotangent = jnp.ones_like(out)
-        if query_weights_BxT is not None:
-            cotangent = cotangent * query_weights_BxT.astype(out.dtype)[:, :, None, None]
-        (dv_BxTxHxD,) = vjp(cotangent)
-        # Every feature holds the same column sum; the mean absorbs rounding.
-        return dv_BxTxHxD.astype(jnp.float32).mean(-1).transpose(0, 2, 1)
+        return received_lib.received_attention(q, k, v, attend, query_weights_BxT)
 
 
 def layer_window(cfg: ModelConfig, local, seq_len: int):
