@@ -187,3 +187,22 @@ def test_bad_inputs():
         pack_documents([[3, -1]], seq_len=4, mode="concat")
     with pytest.raises(ValueError, match="pad_id=-1"):
         pack_documents([[3]], seq_len=4, mode="concat", pad_id=-1)
+
+
+@pytest.mark.parametrize("mode", ["fixed_bos", "concat"])
+@pytest.mark.parametrize("global_first_key", [False, True])
+def test_model_visible_mask_is_the_packing_mask(mode, global_first_key):
+    """The segment-id rule is written twice, on purpose: here in numpy (the data's contract,
+    checked by hand above) and in the model (`attention.visible_mask`, what attention
+    applies). On packed rows with several documents and padding they must agree."""
+    attention = pytest.importorskip("sinks_jax.model.attention")
+    rng = np.random.default_rng(5)
+    rows = pack_documents(
+        random_docs(rng, 20), seq_len=32, mode=mode, intra_doc=True, reset_positions=True,
+        bos_id=BOS, eos_id=EOS, pad_id=PAD,
+    )  # fmt: skip
+    seg_BxT = rows["segment_ids"]
+    assert seg_BxT.max() > 1 and (seg_BxT == 0).any()  # several documents, and padding
+    want = attention_mask_from_segments(seg_BxT, global_first_key)
+    got = attention.visible_mask(32, seg_BxT, global_first_key)
+    np.testing.assert_array_equal(np.asarray(got), want)

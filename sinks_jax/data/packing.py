@@ -254,7 +254,8 @@ def attention_mask_from_segments(segment_ids_BxT: np.ndarray, global_first_key: 
     with `global_first_key=True` key 0 is also visible to every query (the fixed `<bos>`
     under intra-document masking). Padding queries (segment 0) see earlier padding keys
     (and key 0 under `global_first_key`), so no row of the mask is empty; real queries
-    never see padding.
+    never see padding. The model applies the same rule (`sinks_jax.model.attention.visible_mask`,
+    without a window); data does not import the model, so a test checks the two agree.
     """
     seg_BxT = np.asarray(segment_ids_BxT)
     t_len = seg_BxT.shape[-1]

@@ -67,7 +67,8 @@ def visible_mask(
     global_first_key: bool = False,
     window: int | None = None,
 ) -> jax.Array:
-    """Boolean [B or 1, T, T] mask: True where query i may attend to key j."""
+    """Boolean [B or 1, T, T] mask: True where query i may attend to key j (without a window,
+    the packed rows' mask `sinks_jax.data.attention_mask_from_segments`, tested equal)."""
     idx = jnp.arange(seq_len)
     near_1xTxT = (idx[None, :] <= idx[:, None])[None]
     if window is not None:
