@@ -1,6 +1,8 @@
 """The model: `ModelConfig`, the NNX `Transformer`, its pure `forward`, and attention backends.
 
 The attention entry point is `sinks_jax.model.attention.attention`.
+Model surgery (another backend, the residual stream, received attention per layer) is in
+`sinks_jax.model.surgery`.
 """
 
 from sinks_jax.model import attention
