@@ -60,3 +60,21 @@ def test_received_attention_through_model_backends(backend):
     fn = functools.partial(attention.attention, backend=backend, block_size=4)
     got = received_attention(q, k, v, fn)  # attention returns a named tuple.
     np.testing.assert_allclose(np.asarray(got), numpy_attention_probs(q, k).sum(-2), **TOL)
+
+
+def test_analysis_names_are_the_model_computation_per_layer():
+    """`analysis.received_attention` (one VJP per layer) equals the column sums of explicit
+    maps (`analysis.received_attention_from_probs`) for every layer."""
+    from sinks_jax import analysis
+
+    L, B, T, H, K, D = 2, 2, 12, 4, 2, 8
+    kq, kk, kv = jax.random.split(jax.random.key(7), 3)
+    q = jax.random.normal(kq, (L, B, T, H, D))
+    k = jax.random.normal(kk, (L, B, T, K, D))
+    v = jax.random.normal(kv, (L, B, T, K, D))
+    fn = functools.partial(attention.attention, backend="xla")
+    got = analysis.received_attention(q, k, v, fn)
+    probs = jnp.stack(
+        [attention.attention(q[i], k[i], v[i], return_probs=True).probs_BxHxTxT for i in range(L)]
+    )
+    np.testing.assert_allclose(got, analysis.received_attention_from_probs(probs), atol=1e-5)
