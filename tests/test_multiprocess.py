@@ -277,6 +277,7 @@ def compare_step(tmp_path, two_envs, one_env, mesh: str) -> None:
             )
 
 
+@pytest.mark.slow  # three JAX processes compile a train step (~40 s): the second CI stage.
 def test_two_processes_step_equals_one_process(tmp_path):
     """Two processes of 4 CPU devices, mesh data 2 x fsdp 4 (parameters sharded across both
     processes; gradients, loss, norms and sink statistics reduced across them), against one

@@ -46,7 +46,10 @@ def loss_of(kernel, q, k, v, seg):
     return jnp.sum(out.astype(jnp.float32) ** 2) + jnp.sum(jnp.sin(lse))
 
 
-@pytest.mark.parametrize("mesh_shape, with_segments", [((8, 1), False), ((2, 4), True)])
+@pytest.mark.parametrize(
+    "mesh_shape, with_segments",
+    [pytest.param((8, 1), False, marks=pytest.mark.slow), ((2, 4), True)],
+)
 def test_per_device_kernel_equals_whole_batch_kernel(mesh_shape, with_segments):
     """Outputs, LSE and gradients on 8 devices equal the unsharded kernel's; the kernel sees
     only its device's rows (B / 8)."""
@@ -96,6 +99,7 @@ def test_without_a_mesh_or_an_even_split_the_kernel_runs_whole():
     assert seen == [B, 6]
 
 
+@pytest.mark.slow  # compiles blockwise on 8 devices: the second CI stage.
 def test_attention_entry_point_shards_fused_backends_only():
     """`attention()` runs blockwise per device under a mesh and matches the xla reference."""
     q, k, v = qkv(1)

@@ -29,7 +29,7 @@ def tokens():
     return jax.random.randint(jax.random.key(4), (2, 16), 0, TINY["vocab_size"])
 
 
-@pytest.mark.parametrize("knobs", [{}, LOCAL_THEN_GLOBAL])
+@pytest.mark.parametrize("knobs", [{}, pytest.param(LOCAL_THEN_GLOBAL, marks=pytest.mark.slow)])
 def test_residual_stream_fn_honours_segments_and_positions(knobs):
     model = make(**knobs)
     _, aux = model(tokens(), SEG_BxT, POS_BxT, collect=("hidden",))
@@ -43,7 +43,12 @@ def test_residual_stream_fn_honours_segments_and_positions(knobs):
 
 
 @pytest.mark.parametrize(
-    "backend,knobs", [("xla", {}), ("blockwise", {}), ("blockwise", LOCAL_THEN_GLOBAL)]
+    "backend,knobs",
+    [
+        ("xla", {}),
+        pytest.param("blockwise", {}, marks=pytest.mark.slow),
+        pytest.param("blockwise", LOCAL_THEN_GLOBAL, marks=pytest.mark.slow),
+    ],
 )
 def test_received_attention_model_honours_segments_and_positions(backend, knobs):
     model = make(backend, **knobs)

@@ -44,7 +44,10 @@ def numpy_variant(q, k, v, variant, seg=None, gfk=False, window=None, softcap=No
                 seen = [
                     j
                     for j in range(i + 1)
-                    if ((seg is None or seg[b, i] == seg[b, j]) and (window is None or i - j < window))
+                    if (
+                        (seg is None or seg[b, i] == seg[b, j])
+                        and (window is None or i - j < window)
+                    )
                     or (gfk and j == 0)
                 ]
                 s = np.array([SCALE * q[b, i, h] @ k[b, j, kh] for j in seen])
@@ -159,9 +162,17 @@ def test_sigmoid_output_does_not_depend_on_later_tokens(backend):
     np.testing.assert_allclose(prefix.lse_BxHxT, full.lse_BxHxT[..., :10], atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("variant", [*SOFTMAX_SLOTS, "sigmoid"])
-@pytest.mark.parametrize("mask", MASKS, ids=lambda m: ",".join(m) or "causal")
+# blockwise under the masked layouts: the second CI stage (the default suite keeps its time).
+@pytest.mark.parametrize(
+    "backend, variant, mask",
+    [
+        pytest.param(b, v, m, marks=pytest.mark.slow if b == "blockwise" and m else ())
+        for m in MASKS
+        for v in (*SOFTMAX_SLOTS, "sigmoid")
+        for b in BACKENDS
+    ],
+    ids=lambda x: (",".join(x) or "causal") if isinstance(x, dict) else str(x),
+)
 def test_variant_matches_numpy(backend, variant, mask):
     """softmax_plus_one: an extra key of logit 0 and value 0; sink_logit: logit s_h; kv_bias:
     the slot concatenated to K and V; sigmoid: sigmoid(s - log n) on the n visible keys. Outputs,
@@ -262,9 +273,7 @@ def test_attention_gradients_xla_equal_blockwise(variant):
 
     def loss(backend, q, k, v, slot):
         res = run(backend, variant, q, k, v, slot, seg, global_first_key=True)
-        return jnp.sum(res.out_BxTxHxD * jnp.cos(res.out_BxTxHxD)) + jnp.sum(
-            jnp.sin(res.lse_BxHxT)
-        )
+        return jnp.sum(res.out_BxTxHxD * jnp.cos(res.out_BxTxHxD)) + jnp.sum(jnp.sin(res.lse_BxHxT))
 
     grad = lambda backend: jax.jit(jax.grad(functools.partial(loss, backend), (0, 1, 2, 3)))
     g_ref, g = grad("xla")(q, k, v, slot), grad("blockwise")(q, k, v, slot)
@@ -353,7 +362,7 @@ def test_model_forward_returns_the_statistics(variant):
         np.testing.assert_allclose(aux["noop_mass"], 0.5, atol=1e-7)
 
 
-@pytest.mark.parametrize("variant", ["gated", "kv_bias"])
+@pytest.mark.parametrize("variant", [pytest.param("gated", marks=pytest.mark.slow), "kv_bias"])
 def test_model_gradients_xla_equal_blockwise(variant):
     """The gradient of every parameter, the variant's own included (given random values), is
     the same through the two backends, with segments. The attention-level gradients of the
@@ -379,6 +388,7 @@ def test_model_gradients_xla_equal_blockwise(variant):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow  # a compiled train step per variant: the second CI stage.
 def test_train_step_logs_the_noop_mass():
     cfg = ModelConfig(**TINY, attention="blockwise", attention_variant="sink_logit")
     graphdef, state = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
