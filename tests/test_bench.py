@@ -13,8 +13,8 @@ from sinks_jax import bench
         "attention",
         pytest.param("train", marks=pytest.mark.slow),  # several train steps: second CI stage
         "analysis",
-        "scaling",
-        "breakdown",
+        pytest.param("scaling", marks=pytest.mark.slow),  # two train cases: second CI stage
+        pytest.param("breakdown", marks=pytest.mark.slow),  # a dozen compiled pieces: likewise
     ],
 )
 def test_bench_quick(mode, tmp_path, capsys):
