@@ -60,6 +60,18 @@ def summary(exp, name):
     return json.load(open(os.path.join(run_dir(exp, name), "summary.json")))
 
 
+def where_sinks(exp, name):
+    """(layers with rate >= 1 %, heads with rate >= 10 %, as text; the per-head rates), eps 0.3
+    with <bos>, from the run's summary.json."""
+    q = summary(exp, name)["sink_profile"]["bos"]["0.3"]
+    lr, hr = np.array(q["layer_rate"]), np.array(q["head_rate"])
+    layers = ", ".join(f"L{i + 1} {100 * r:.1f}" for i, r in enumerate(lr) if r >= 0.01)
+    heads = ", ".join(
+        f"L{i + 1}H{j + 1} {100 * hr[i, j]:.0f}" for i, j in zip(*np.nonzero(hr >= 0.10))
+    )
+    return layers, heads, hr
+
+
 def main():
     rng = np.random.default_rng(0)
     out = []
@@ -84,13 +96,7 @@ def main():
 
     p("\n## where the sinks are (eps 0.3, <bos>): layers with rate >= 1 %, heads with rate >= 10 %")
     for exp, name in runs:
-        q = summary(exp, name)["sink_profile"]["bos"]["0.3"]
-        lr = np.array(q["layer_rate"])
-        hr = np.array(q["head_rate"])
-        layers = ", ".join(f"L{i + 1} {100 * r:.1f}" for i, r in enumerate(lr) if r >= 0.01)
-        heads = ", ".join(
-            f"L{i + 1}H{j + 1} {100 * hr[i, j]:.0f}" for i, j in zip(*np.nonzero(hr >= 0.10))
-        )
+        layers, heads, hr = where_sinks(exp, name)
         p(
             f"{name}: layers [{layers}]; heads [{heads}]; heads ever >= 1 %: {(hr >= 0.01).sum()}"
             f" of {hr.size}"
@@ -216,12 +222,7 @@ def packing(p, rng):
         p(f"{label}: {pct(boot(x, rng))}")
     p("\n## packing: where the sinks are (eps 0.3, <bos>): layers >= 1 %, heads >= 10 %")
     for name in PACKING:
-        q = summary("packing", name)["sink_profile"]["bos"]["0.3"]
-        lr, hr = np.array(q["layer_rate"]), np.array(q["head_rate"])
-        layers = ", ".join(f"L{i + 1} {100 * r:.1f}" for i, r in enumerate(lr) if r >= 0.01)
-        heads = ", ".join(
-            f"L{i + 1}H{j + 1} {100 * hr[i, j]:.0f}" for i, j in zip(*np.nonzero(hr >= 0.10))
-        )
+        layers, heads, _ = where_sinks("packing", name)
         p(f"{name}: layers [{layers}]; heads [{heads}]")
     p("\n## packing: held-out eval during training, step: sink eps 0.3 <bos>/text only (%), loss")
     for name in PACKING:
@@ -252,7 +253,7 @@ def variants(p, rng):
             f" | noop mass mean {noop.mean():.3f}, max head {noop.max():.3f}, per layer"
             f" {np.round(noop.mean(axis=1), 2).tolist()}"
         )
-    p(f"\n## variants - softmax baseline runs, eps 0.3, points, 95 % bootstrap over windows")
+    p("\n## variants - softmax baseline runs, eps 0.3, points, 95 % bootstrap over windows")
     for name in VARIANTS:
         for form in ("bos", "nobos"):
             v = per_window("variants", name, 0.3, form)
