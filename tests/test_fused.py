@@ -1,6 +1,7 @@
 """Fused-kernel plumbing on CPU: which cuDNN path runs (the kernels are faked: cuDNN has no
 CPU build) and the keyword calls into Pallas's private functions (interpret mode)."""
 
+import functools
 import importlib
 import sys
 import warnings
@@ -49,15 +50,52 @@ def fake_public_cudnn(monkeypatch):
     monkeypatch.setattr(jax.nn, "dot_product_attention", public)
 
 
-def test_cudnn_layer_path_keeps_the_float32_lse(monkeypatch, fresh_record, fake_public_cudnn):
-    layer = importlib.import_module(CUDNN_LAYER)
+def flash_backward_rule(*, scale, mask_type, sliding_window_length, res, grad_output, **_):
+    """The cuDNN layer's backward contract, written out (FlashAttention-2's backward): the row
+    weights from the LSE it is handed, delta_i = dout_i . out_i from the `out` it is handed."""
+    q, k, v, lse_BxHxT, out = *res[:3], res[10], res[11]
+    H, G = q.shape[2], q.shape[2] // k.shape[2]
+    kf, vf = jnp.repeat(k, G, axis=2), jnp.repeat(v, G, axis=2)
+    s = scale * jnp.einsum("bthd,bshd->bhts", q, kf)
+    i, j = jnp.arange(q.shape[1])[:, None], jnp.arange(q.shape[1])[None, :]
+    seen = (j <= i) if sliding_window_length is None else (j <= i) & (i - j < sliding_window_length)
+    p = jnp.where(seen, jnp.exp(s - lse_BxHxT[..., None]), 0.0)
+    dv = jnp.einsum("bhts,bthd->bshd", p, grad_output)
+    delta_BxHxT = jnp.sum(grad_output * out, -1).transpose(0, 2, 1)
+    ds = p * (jnp.einsum("bthd,bshd->bhts", grad_output, vf) - delta_BxHxT[..., None])
+    dq = scale * jnp.einsum("bhts,bshd->bthd", ds, kf)
+    dk = scale * jnp.einsum("bhts,bthd->bshd", ds, q)
+    fold = lambda x: x.reshape(*x.shape[:2], H // G, G, x.shape[-1]).sum(3)
+    return (dq, fold(dk), fold(dv)) + (None,) * 7
 
-    def private(q, k, v, *, scale, mask_type, return_residual):
+
+@pytest.fixture
+def fake_cudnn_layer(monkeypatch):
+    """The private cuDNN layer, faked: forward = the xla backend, backward = the rule above.
+    Returns the call counts of the two."""
+    layer = importlib.import_module(CUDNN_LAYER)
+    calls = {"forward": 0, "backward": 0}
+
+    def private(q, k, v, *, scale, mask_type, return_residual, sliding_window_length=None):
         assert mask_type == layer.MaskType.CAUSAL and return_residual
-        ref = reference(q, k, v, scale)
+        calls["forward"] += 1
+        ref = attn.attention(q, k, v, backend="xla", scale=scale, window=sliding_window_length)
         return ref.out_BxTxHxD, ref.lse_BxHxT
 
+    def backward(scale, seed, dropout_rate, variadic_args, mask_type, layout,
+                 sliding_window_length, is_training, return_residual, res, grad_output):  # fmt: skip
+        assert mask_type == layer.MaskType.CAUSAL and not return_residual and dropout_rate == 0
+        calls["backward"] += 1
+        return flash_backward_rule(scale=scale, mask_type=mask_type, res=res,
+                                   sliding_window_length=sliding_window_length,
+                                   grad_output=grad_output)  # fmt: skip
+
     monkeypatch.setattr(layer, "dot_product_attention", private)
+    monkeypatch.setattr(layer, "_dot_product_attention_bwd_rule", backward)
+    return calls
+
+
+def test_cudnn_layer_path_keeps_the_float32_lse(fresh_record, fake_public_cudnn, fake_cudnn_layer):
     q, k, v = qkv()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no fallback warning
@@ -65,6 +103,63 @@ def test_cudnn_layer_path_keeps_the_float32_lse(monkeypatch, fresh_record, fake_
     np.testing.assert_array_equal(lse, reference(q, k, v, 0.25).lse_BxHxT)
     assert fused.cudnn_lse_dtype() == "float32"
     assert step_lib.kernel_record() == {"cudnn_lse_dtype": "float32"}
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_cudnn_vjp_takes_the_lse_cotangent(fake_cudnn_layer, window):
+    """d/d(q, k, v) of a loss of the output and the LSE through the layer's one backward
+    (with the LSE's cotangent folded into `out`) = autodiff of the explicit attention. float32
+    (the fake layer computes in float32; the real one needs bf16, tested on the GPU)."""
+    q, k, v = qkv(jnp.float32, T=12)
+
+    def loss(attend, q, k, v):
+        out, lse = attend(q, k, v)
+        return jnp.sum(jnp.sin(out)) + jnp.sum(jnp.cos(lse))
+
+    def explicit(q, k, v):
+        res = attn.attention(q, k, v, backend="xla", scale=0.25, window=window)
+        return res.out_BxTxHxD, res.lse_BxHxT
+
+    def cudnn(q, k, v):
+        return fused._cudnn_mha(q, k, v, 0.25, window)
+
+    g = jax.grad(functools.partial(loss, cudnn), (0, 1, 2))(q, k, v)
+    g_ref = jax.grad(functools.partial(loss, explicit), (0, 1, 2))(q, k, v)
+    for a, b in zip(g, g_ref):  # float32 sums of <= 12 O(1) terms, twice: 1e-4.
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert fake_cudnn_layer == {"forward": 1, "backward": 1}
+
+
+@pytest.mark.parametrize("variant", ["sink_logit", "softmax_plus_one", "kv_bias"])
+def test_cudnn_slot_variants_take_one_backward(monkeypatch, fake_cudnn_layer, variant):
+    """The slot variants on the cudnn route (the slot merged through the LSE) train with the
+    kernel's one backward, and their gradients (q, k, v and the slot's parameters) are the
+    explicit path's. float32 through the dispatcher (the bf16 check is bypassed)."""
+    from sinks_jax.model import variants
+
+    def cudnn_any_dtype(q, k, v, seg=None, *, scale, global_first_key=False, window=None,
+                        softcap=None):  # fmt: skip
+        return fused._cudnn_with_f32_lse(q, k, v, scale, window)
+
+    monkeypatch.setattr(fused, "cudnn_attention", cudnn_any_dtype)
+    q, k, v = qkv(jnp.float32, T=12)
+    ks = jax.random.split(jax.random.key(3), 3)
+    slot = variants.Slot(
+        logit_H=jax.random.normal(ks[0], (4,)) if variant == "sink_logit" else None,
+        key_KxD=jax.random.normal(ks[1], (2, 16)) if variant == "kv_bias" else None,
+        value_KxD=jax.random.normal(ks[2], (2, 16)) if variant == "kv_bias" else None,
+    )
+
+    def loss(backend, q, k, v, slot):
+        res = attn.attention(q, k, v, backend=backend, scale=0.25, variant=variant, slot=slot,
+                             window=5)  # fmt: skip
+        return jnp.sum(jnp.sin(res.out_BxTxHxD)) + jnp.sum(jnp.cos(res.lse_BxHxT))
+
+    g = jax.grad(functools.partial(loss, "cudnn"), (0, 1, 2, 3))(q, k, v, slot)
+    g_ref = jax.grad(functools.partial(loss, "xla"), (0, 1, 2, 3))(q, k, v, slot)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert fake_cudnn_layer == {"forward": 1, "backward": 1}
 
 
 @pytest.mark.parametrize("break_layer", ["import", "attribute", "signature"])

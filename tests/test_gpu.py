@@ -171,8 +171,8 @@ def test_cudnn_model_with_local_and_global_layers_matches_xla():
 
 @pytest.mark.parametrize("variant", ["sink_logit", "softmax_plus_one", "kv_bias"])
 def test_cudnn_slot_variants_match_xla_with_gradients(variant):
-    """The slot merged into cuDNN's (out, lse), and the LSE's gradient restored through one
-    more kernel call (variants.lse_with_gradient), against the explicit path (bf16)."""
+    """The slot merged into cuDNN's (out, lse), the LSE's gradient folded into the layer's one
+    backward (fused.fold_lse_cotangent), against the explicit path (bf16)."""
     from sinks_jax.model import variants
 
     T = 1024

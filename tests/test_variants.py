@@ -216,54 +216,6 @@ def test_merge_on_fused_style_outputs(variant):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
-def test_cudnn_route_gets_the_lse_gradient_back(monkeypatch):
-    """cuDNN's VJP drops the LSE's cotangent; the slot variants restore it with
-    `variants.lse_with_gradient`. Stand-in kernel on CPU: blockwise with its LSE under
-    stop_gradient (what cuDNN gives). Gradients of the dispatcher's cudnn route = xla's."""
-    from sinks_jax.model import blockwise, fused
-
-    def like_cudnn(q, k, v, seg=None, *, scale, global_first_key=False, window=None, softcap=None):
-        out, lse = blockwise.blockwise_attention(q, k, v, seg, scale=scale, window=window,
-                                                 block_size=8)  # fmt: skip
-        return out, jax.lax.stop_gradient(lse)
-
-    monkeypatch.setattr(fused, "cudnn_attention", like_cudnn)
-    q, k, v, slot = inputs(2)
-    for variant in SOFTMAX_SLOTS:
-
-        def loss(backend, q, k, v, slot):
-            res = run(backend, variant, q, k, v, slot, window=6)
-            return jnp.sum(jnp.sin(res.out_BxTxHxD)) + jnp.sum(jnp.cos(res.lse_BxHxT))
-
-        grad = lambda backend: jax.jit(jax.grad(functools.partial(loss, backend), (0, 1, 2, 3)))
-        g_ref, g = grad("xla")(q, k, v, slot), grad("cudnn")(q, k, v, slot)
-        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
-            np.testing.assert_allclose(a, b, atol=1e-4)
-
-
-def test_lse_with_gradient_equals_autodiff_of_the_lse():
-    """d/d(q, k) of sum_i g_i lse_i from the kernel's forward and VJP in v (the route for
-    kernels whose VJP drops the LSE's cotangent) = autodiff of the explicit LSE; segments."""
-    from sinks_jax.model import blockwise
-
-    q, k, v, _ = inputs(7)
-    seg = jnp.asarray(segments())
-    kernel = functools.partial(blockwise.blockwise_attention, scale=SCALE, block_size=8)
-
-    def restored(q, k):
-        lse = jax.lax.stop_gradient(kernel(q, k, v, seg)[1])
-        lse = variants.lse_with_gradient(lambda q, k, v, s: kernel(q, k, v, s)[0], q, k, lse,
-                                         seg, scale=SCALE)  # fmt: skip
-        return jnp.sum(jnp.sin(lse))
-
-    def explicit(q, k):
-        return jnp.sum(jnp.sin(attn.attention(q, k, v, scale=SCALE, segment_ids=seg).lse_BxHxT))
-
-    g, g_ref = jax.jit(jax.grad(restored, (0, 1)))(q, k), jax.grad(explicit, (0, 1))(q, k)
-    for a, b in zip(g, g_ref):
-        np.testing.assert_allclose(a, b, atol=1e-4)
-
-
 @pytest.mark.parametrize("variant", [*SOFTMAX_SLOTS, "sigmoid"])
 def test_attention_gradients_xla_equal_blockwise(variant):
     """d/d(q, k, v, slot parameters) of a loss of the output and the LSE, with segments,

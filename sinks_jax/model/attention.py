@@ -240,16 +240,6 @@ def attention(
             softcap=softcap,
         )
         out, lse = kernel(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids)
-        if variant in variants_lib.SLOT_VARIANTS and not BACKENDS[backend].lse_gradient:
-            # The kernel's VJP drops the LSE's cotangent (cuDNN); the slot merge needs it.
-            lse = variants_lib.lse_with_gradient(
-                lambda q, k, v, seg: kernel(q, k, v, seg)[0],
-                q_BxTxHxD,
-                k_BxTxKxD,
-                lse,
-                segment_ids,
-                scale=scale,
-            )
         res = AttentionOut(out, lse, None)
         return _apply_variant(res, variant, slot, q_BxTxHxD, scale, softcap)
     raise ValueError(f"attention: unknown backend {backend!r}; choose one of {list(BACKENDS)}.")

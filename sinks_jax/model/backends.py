@@ -28,8 +28,6 @@ class Capabilities:
     softcap: bool  # attention-logit soft-capping, ModelConfig.attn_logit_softcap.
     seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
     sigmoid: bool = False  # its own path for attention_variant="sigmoid" (model/variants.py).
-    lse_gradient: bool = True  # its VJP takes the LSE's cotangent (else the slot variants
-    # restore it with one more kernel call: variants.lse_with_gradient).
 
 
 BACKENDS: dict[str, Capabilities] = {
@@ -61,7 +59,6 @@ BACKENDS: dict[str, Capabilities] = {
         window=True,
         softcap=False,
         seq_block=1,
-        lse_gradient=False,  # the cuDNN layer's VJP drops it.
     ),
     "pallas": Capabilities(
         platforms=("gpu",),

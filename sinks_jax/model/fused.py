@@ -1,12 +1,18 @@
 """Fused GPU attention kernels, each returning (out [B,T,H,D], natural-log LSE [B,H,T] f32).
 
 The kernels' own LSE conventions differ, and this module is where they are made uniform:
-  cudnn   natural log of the *scaled* scores, float32 [B, H, T] from the cuDNN layer (the public
-          jax.nn.dot_product_attention casts it to the output dtype and transposes it).
+  cudnn   natural log of the *scaled* scores, float32 [B, H, T] from the cuDNN layer beneath
+          jax.nn.dot_product_attention (the public function casts it to the output dtype,
+          transposes it and drops its cotangent). The layer's forward and backward rule are
+          called directly (checked on jax 0.10.2 - 0.11.2), the backward with the LSE's
+          cotangent folded in.
   pallas  jax.experimental.pallas.ops.gpu.attention: base-2 LSE of the scaled scores, float32
           [B, H, T]; multiplied by ln 2 here. Its private `_mha_forward`/`_mha_backward` are
           called by keyword after a signature check (checked on jax 0.10.2 - 0.11.2), and
-          its VJP is extended to take the LSE's cotangent, so the LSE can enter a loss.
+          its VJP is extended to take the LSE's cotangent.
+
+Both VJPs take the LSE's cotangent (`fold_lse_cotangent`), so the LSE can enter a loss: the
+slot variants (model/variants.py) and `global_first_key` merge through it.
 
 `attend_first_key_globally` turns any segment-masked kernel into one where key 0 stays
 visible to every query (`global_first_key=True`), exactly, by merging key 0 into the kernel's
@@ -16,6 +22,7 @@ result through the LSE.
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import math
 import warnings
@@ -53,7 +60,7 @@ def cudnn_attention(
             f"{q_BxTxHxD.dtype}; set dtype='bfloat16' or use attention='xla'."
         )
     out, lse_BxHxT = _cudnn_with_f32_lse(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale, window)
-    return out, jax.lax.stop_gradient(lse_BxHxT.astype(jnp.float32))
+    return out, lse_BxHxT.astype(jnp.float32)
 
 
 # The dtype of the LSE the cuDNN path returned in this process ("float32" from the cuDNN
@@ -69,25 +76,91 @@ def cudnn_lse_dtype() -> str | None:
     return _cudnn_lse_dtype
 
 
+# jax releases on which the private cuDNN layer functions called below were checked.
+CUDNN_VERIFIED_JAX = "0.10.2 - 0.11.2"
+_CUDNN_LAYER = "jax._src.cudnn.fused_attention_stablehlo"
+
+
+def _cudnn_layer():
+    """The private cuDNN layer beneath jax.nn.dot_product_attention, or None where its forward
+    and backward no longer take the arguments used here (then the public function runs)."""
+    try:
+        lib = importlib.import_module(_CUDNN_LAYER)
+        inspect.signature(lib.dot_product_attention).bind(
+            None, None, None, scale=1.0, mask_type=None, return_residual=True,
+            sliding_window_length=None,
+        )  # fmt: skip
+        inspect.signature(lib._dot_product_attention_bwd_rule).bind(**_cudnn_bwd_kwargs(lib))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return None
+    return lib
+
+
+def _cudnn_bwd_kwargs(lib, scale=1.0, window=None, res=None, grad_output=None) -> dict:
+    """The backward rule's arguments, as jax.nn.dot_product_attention's forward sets them for a
+    causal BTNH call without bias, mask, dropout, sequence lengths or pages."""
+    return dict(
+        scale=scale,
+        seed=42,
+        dropout_rate=0.0,
+        variadic_args=(False, False),  # (has_bias, has_dbias)
+        mask_type=lib.MaskType.CAUSAL,
+        layout=lib._normalize_layout("BTNH").value,
+        sliding_window_length=window,
+        is_training=True,
+        return_residual=False,
+        res=res,
+        grad_output=grad_output,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _cudnn_mha(q, k, v, scale, window):
+    (out, lse), _ = _cudnn_fwd(q, k, v, scale, window)
+    return out, lse
+
+
+def _cudnn_fwd(q, k, v, scale, window):
+    lib = importlib.import_module(_CUDNN_LAYER)
+    out, lse_BxHxT = lib.dot_product_attention(
+        q, k, v, scale=scale, mask_type=lib.MaskType.CAUSAL, return_residual=True,
+        sliding_window_length=window,
+    )  # fmt: skip
+    return (out, lse_BxHxT), (q, k, v, out, lse_BxHxT)
+
+
+def _cudnn_bwd(scale, window, res, cotangents):
+    """The layer's backward, extended to the LSE's cotangent like the Pallas one (`fold_lse_
+    cotangent`): the layer takes delta_i = dout_i . out_i from the `out` it is handed."""
+    lib = importlib.import_module(_CUDNN_LAYER)
+    dout, dlse_BxHxT = cotangents
+    q, k, v, out, lse_BxHxT = res
+    out = fold_lse_cotangent(out, dout, dlse_BxHxT)
+    unused = jnp.zeros(0, q.dtype)  # bias, sequence lengths, offsets, page tables
+    layer_res = (q, k, v, *(unused,) * 7, lse_BxHxT, out)
+    grads = lib._dot_product_attention_bwd_rule(
+        **_cudnn_bwd_kwargs(lib, scale, window, layer_res, dout)
+    )
+    return tuple(grads[:3])
+
+
+_cudnn_mha.defvjp(_cudnn_fwd, _cudnn_bwd)
+
+
 def _cudnn_with_f32_lse(q, k, v, scale, window=None):
-    """cuDNN call keeping the kernel's float32 LSE [B, H, T].
+    """cuDNN call keeping the kernel's float32 LSE [B, H, T], with a VJP that takes its cotangent.
 
     The public jax.nn.dot_product_attention casts the LSE to the output dtype (bf16: about 3
-    significant digits, so exp(s - lse) would be off by up to ~2%). The cuDNN layer beneath
-    it returns the float32 statistic; where that private layer is unavailable, fall back to
-    the public function, warn once, and record the LSE dtype (`cudnn_lse_dtype`). `window` W:
-    query i sees keys i - W < j <= i.
+    significant digits, so exp(s - lse) would be off by up to ~2%) and its VJP drops the LSE's
+    cotangent. The cuDNN layer beneath it returns the float32 statistic, and its backward rule
+    is called here with the LSE's cotangent folded in. Where that private layer is unavailable,
+    fall back to the public function (LSE without gradient), warn once, and record the LSE
+    dtype (`cudnn_lse_dtype`). `window` W: query i sees keys i - W < j <= i.
     """
     global _cudnn_lse_dtype, _warned_fallback
-    try:
-        from jax._src.cudnn import fused_attention_stablehlo as cudnn_lib
-
-        windowed = {} if window is None else {"sliding_window_length": window}
-        out, lse_BxHxT = cudnn_lib.dot_product_attention(
-            q, k, v, scale=scale, mask_type=cudnn_lib.MaskType.CAUSAL, return_residual=True,
-            **windowed,
-        )  # fmt: skip
-    except (ImportError, AttributeError, TypeError) as e:
+    if _cudnn_layer() is not None:
+        out, lse_BxHxT = _cudnn_mha(q, k, v, float(scale), window)
+    else:
         windowed = {} if window is None else {"local_window_size": (window - 1, 0)}
         out, lse_BxTxH = jax.nn.dot_product_attention(
             q,
@@ -99,19 +172,38 @@ def _cudnn_with_f32_lse(q, k, v, scale, window=None):
             implementation="cudnn",
             return_residual=True,
         )
-        lse_BxHxT = lse_BxTxH.transpose(0, 2, 1)
+        lse_BxHxT = jax.lax.stop_gradient(lse_BxTxH.transpose(0, 2, 1))
         if not _warned_fallback:
             _warned_fallback = True
             warnings.warn(
-                f"attention='cudnn': the cuDNN layer with a float32 LSE is unavailable in jax "
-                f"{jax.__version__} ({type(e).__name__}: {e}); using jax.nn.dot_product_attention, "
-                f"whose LSE is {lse_BxHxT.dtype} (sink statistics off by up to ~2 %); use "
-                "attention='pallas' or 'blockwise' for exact ones.",
+                f"attention='cudnn': the cuDNN layer {_CUDNN_LAYER} (checked on jax "
+                f"{CUDNN_VERIFIED_JAX}) is unavailable in jax {jax.__version__}; using "
+                f"jax.nn.dot_product_attention, whose LSE is {lse_BxHxT.dtype} (sink statistics "
+                "off by up to ~2 %) and carries no gradient (the slot variants then train "
+                "wrongly); use attention='pallas' or 'blockwise'.",
                 RuntimeWarning,
                 stacklevel=2,
             )
     _cudnn_lse_dtype = str(lse_BxHxT.dtype)
     return out, lse_BxHxT
+
+
+def fold_lse_cotangent(out_BxTxHxD, dout_BxTxHxD, dlse_BxHxT):
+    """`out` moved so that a flash backward computing delta_i = dout_i . out_i from it gives the
+    gradient with the natural-log LSE's cotangent g as well.
+
+    With dS_ij = A_ij (dout_i . v_j - delta_i) and d lse_i / d s_ij = A_ij, a cotangent g_i of
+    the LSE shifts delta_i to delta_i - g_i: `out` is moved along dout_i by -g_i / |dout_i|^2
+    (`out` enters such a backward through delta only). A query whose output cotangent is
+    exactly zero keeps no LSE gradient. For the slot variants g_i is a multiple of delta_i
+    (lse enters through sigmoid(lse - s) * o), so the moved `out` stays the size of `out`.
+    """
+    g_BxTxHx1 = dlse_BxHxT.astype(jnp.float32).transpose(0, 2, 1)[..., None]
+    do = dout_BxTxHxD.astype(jnp.float32)
+    norm2_BxTxHx1 = jnp.sum(do * do, axis=-1, keepdims=True)
+    nonzero = norm2_BxTxHx1 > 0
+    shift_BxTxHx1 = jnp.where(nonzero, g_BxTxHx1 / jnp.where(nonzero, norm2_BxTxHx1, 1.0), 0.0)
+    return (out_BxTxHxD.astype(jnp.float32) - shift_BxTxHx1 * do).astype(out_BxTxHxD.dtype)
 
 
 # jax releases on which the private Pallas attention functions called below were checked.
@@ -225,24 +317,12 @@ def _pallas_fwd(q, k, v, seg, scale, block, interpret):
 
 
 def _pallas_bwd(scale, block, interpret, res, cotangents):
-    """The kernel's backward, extended to the LSE's cotangent.
-
-    With dS_ij = A_ij (dout_i . v_j - delta_i) and d lse_i / d s_ij = A_ij, a cotangent g_i of
-    the (natural-log) LSE shifts delta_i = dout_i . out_i to delta_i - g_i. The kernel takes
-    delta from its saved `out` only, so `out` is moved along dout_i by -g_i / |dout_i|^2; dq,
-    dk, dv are then exact. (A query whose output cotangent is exactly zero keeps no LSE
-    gradient; in `attend_first_key_globally` the LSE's cotangent is then zero as well.)
-    """
+    """The kernel's backward, extended to the LSE's cotangent (`fold_lse_cotangent`)."""
     mod = _pallas_module()
     kw = _pallas_kwargs(mod, scale, block, interpret)
     dout, dlse2 = cotangents
     q, k, v, seg, out, lse2 = res
-    g_BxTxHx1 = (dlse2 / math.log(2.0)).transpose(0, 2, 1)[..., None]  # d/d lse2 -> natural log
-    do = dout.astype(jnp.float32)
-    norm2_BxTxHx1 = jnp.sum(do * do, axis=-1, keepdims=True)
-    nonzero = norm2_BxTxHx1 > 0
-    shift_BxTxHx1 = jnp.where(nonzero, g_BxTxHx1 / jnp.where(nonzero, norm2_BxTxHx1, 1.0), 0.0)
-    out = (out.astype(jnp.float32) - shift_BxTxHx1 * do).astype(out.dtype)
+    out = fold_lse_cotangent(out, dout, dlse2 / math.log(2.0))  # d/d lse2 -> natural log
     res = (q, k, v, seg, out, lse2)
     dq, dk, dv, _ = call_private(
         mod, "_mha_backward", "pallas", PALLAS_VERIFIED_JAX, res=res, do=dout, **kw

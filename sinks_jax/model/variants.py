@@ -122,34 +122,3 @@ def gate(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE):
 def sigmoid_noop_mass(lse_BxHxT):
     """sigmoid: 1 - the row's total mass (its "lse" is the log of that mass)."""
     return 1.0 - jnp.exp(lse_BxHxT)
-
-
-def lse_with_gradient(out_of_values, q_BxTxHxD, k_BxTxKxD, lse_BxHxT, segment_ids, *, scale):
-    """`lse_BxHxT` (a kernel's LSE without a gradient) made differentiable in q and k, exactly.
-
-    `out_of_values(q, k, v, segment_ids) -> out` is the kernel's attention (masks as for the
-    LSE, no soft-capping; it must close over no traced value). With A the kernel's weights, d lse_i / d q_i = scale * sum_j
-    A_ij k_j (the kernel's output for values k) and, for the LSE's cotangent g, d/d k_j of
-    sum_i g_i lse_i = scale * sum_i A_ij g_i q_i (the kernel's VJP in v under the cotangent
-    scale * g * q). One more forward and backward of the kernel, in the backward pass only;
-    for kernels whose VJP drops the LSE's cotangent (cuDNN), which the slot variants need.
-    """
-
-    @jax.custom_vjp
-    def differentiable(q, k, lse, seg):
-        return lse
-
-    def fwd(q, k, lse, seg):
-        return lse, (q, k, seg)
-
-    def bwd(res, g_BxHxT):
-        q, k, seg = res
-        mean_key_BxTxHxD, vjp = jax.vjp(lambda values: out_of_values(q, k, values, seg), k)
-        g_BxTxHx1 = g_BxHxT.transpose(0, 2, 1)[..., None].astype(jnp.float32)
-        dq = scale * g_BxTxHx1 * mean_key_BxTxHxD.astype(jnp.float32)
-        (dk,) = vjp((scale * g_BxTxHx1 * q.astype(jnp.float32)).astype(q.dtype))
-        return dq.astype(q.dtype), dk.astype(k.dtype), jnp.zeros_like(g_BxHxT), None
-
-    differentiable.defvjp(fwd, bwd)
-    lse_BxHxT = jax.lax.stop_gradient(lse_BxHxT)
-    return differentiable(q_BxTxHxD, k_BxTxKxD, lse_BxHxT, segment_ids)
