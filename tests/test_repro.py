@@ -114,6 +114,11 @@ def test_tiny_run_writes_sink_profile_and_report(tmp_path):
     rate, low, high = (100 * prof[k] for k in ("rate", "rate_low", "rate_high"))
     assert f"{rate:.1f} [{low:.1f}, {high:.1f}]" in row
     assert {os.path.basename(p) for p in paths} >= {"sink_profile.png", "sink_rate_vs_seq_len.png"}
+    spread = on_disk["perturbation_spread"]
+    assert spread["position"] == config.eval_sink_len // 2
+    for name in ("bos", "nobos"):
+        assert len(spread[name]["layer"]) == L + 1 and spread[name]["layer"][0] == 0.0
+        assert spread[name]["last_low"] <= spread[name]["last"] <= spread[name]["last_high"]
 
 
 def test_sink_sequences_are_windows_of_held_out_documents(tmp_path):

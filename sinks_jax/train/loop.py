@@ -82,6 +82,7 @@ class Run:
     train_stats_fn: Callable
     eval_fn: Callable
     bos_eval_fn: Callable  # (params, with_bos_NxT, text_NxT) -> sink scores and losses.
+    spread_fn: Callable  # (params, tokens_NxT, swapped_NxT) -> [L+1, N, T] relative divergence.
     batch_sharding: Any  # [k, B, T] train batches.
     eval_batch_sharding: Any  # [B, T] validation batches.
     replicated: Any
@@ -150,8 +151,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
             replicated=repl,
             use_segments=kw["use_segments"],
         ),
-        bos_eval_fn=step_lib.make_bos_eval(
-            state.graphdef, param_shardings=state.param_shardings, replicated=repl
+        bos_eval_fn=step_lib.make_replicated_eval(
+            step_lib.bos_eval,
+            state.graphdef,
+            param_shardings=state.param_shardings,
+            replicated=repl,
+        ),
+        spread_fn=step_lib.make_replicated_eval(
+            step_lib.spread_eval,
+            state.graphdef,
+            param_shardings=state.param_shardings,
+            replicated=repl,
         ),
         batch_sharding=kw["batch_sharding"],
         eval_batch_sharding=eval_batch_sharding,
@@ -222,6 +232,12 @@ def sink_scores(run: Run, tokens_NxT: np.ndarray) -> jax.Array:
     """`[L, N, H]` Gu's sink score of key 0 on plain (one document per row) sequences."""
     tokens = jax.device_put(tokens_NxT, run.replicated)
     return run.bos_eval_fn(run.params, tokens, tokens)["scores_bos"]
+
+
+def spread_divergence(run: Run, tokens_NxT: np.ndarray, swapped_NxT: np.ndarray) -> np.ndarray:
+    """`[L+1, N, T]` relative divergence of the residual stream, tokens read as swapped."""
+    put = functools.partial(jax.device_put, device=run.replicated)
+    return np.asarray(jax.device_get(run.spread_fn(run.params, put(tokens_NxT), put(swapped_NxT))))
 
 
 def run_steps(
@@ -331,6 +347,9 @@ def finish(
         run.sink_sets,
         out_dir=run.workdir if run.is_main else None,
         num_resamples=run.config.get("eval_bootstrap", 1000),
+    )
+    summary["perturbation_spread"] = sink_eval.final_perturbation_spread(
+        functools.partial(spread_divergence, run), run.sink_sets
     )
     ckpt.wait()
     _write_summary(run, summary)

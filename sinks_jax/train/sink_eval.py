@@ -8,6 +8,11 @@ float32 `[L, N, H]` array per set, so that the intervals can be recomputed witho
 model), and returns, per set and threshold, `analysis.sink_profile` as JSON-ready lists:
 `{"bos": {"0.3": {"rate": .., "rate_low": .., "layer_rate": [..], "head_rate": [[..]], ...}}}`.
 `sinks-jax report` reads the same file through `profiles_from_scores`.
+
+    spread = final_perturbation_spread(divergence_fn, sink_sets)
+
+is the paper's first claim on the same held-out rows: how far a one-token change travels
+through the layers, read with `<bos>` and without it (see the function).
 """
 
 from __future__ import annotations
@@ -65,3 +70,44 @@ def final_sink_profiles(
         np.savez(tmp, **{f"scores_{k}": v.astype(np.float32) for k, v in scores.items()})
         os.replace(tmp, os.path.join(out_dir, SCORES_FILE))
     return profiles_from_scores(scores, num_resamples=num_resamples)
+
+
+def final_perturbation_spread(
+    divergence_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    sink_sets: dict[str, np.ndarray],
+    num_resamples: int = 1000,
+) -> dict:
+    """One text token, the middle one (text position p = T // 2), swapped in every held-out
+    row for the token at the same position of the next row (a real token of the corpus; rows
+    where the two agree are left out), read with `<bos>` ("bos") and without it ("nobos").
+
+    `divergence_fn(tokens_NxT, swapped_NxT) -> [L+1, N, T]` relative divergence of the residual
+    stream (`step.spread_eval`). The spread is its mean over the text tokens after the swap
+    that both reads hold (text positions p+1 .. T-2: the change reaches them only through
+    attention), per row and layer. Returns JSON-ready `{"position": p, "rows": n, "bos":
+    {"layer": [L+1] mean over rows, "last": .., "last_low": .., "last_high": ..}, "nobos":
+    ..., "last_bos_minus_nobos": [mean, low, high]}` with 95 % bootstrap intervals over rows
+    (paired for the difference).
+    """
+    text_NxT = sink_sets["nobos"]
+    N, T = text_NxT.shape
+    p = T // 2
+    new_N = np.roll(text_NxT[:, p], 1)
+    keep = new_N != text_NxT[:, p]
+    out: dict = {"position": p, "rows": int(keep.sum())}
+    key = jax.random.key(BOOTSTRAP_SEED)
+    per_row = {}
+    for name, shift in (("bos", 1), ("nobos", 0)):  # "bos" rows are <bos> + text[:T-1].
+        tokens = np.asarray(sink_sets[name])
+        swapped = tokens.copy()
+        swapped[:, p + shift] = new_N
+        rel_Lp1xNxT = np.asarray(divergence_fn(tokens, swapped), np.float32)
+        per_row[name] = rel_Lp1xNxT[:, keep, p + shift + 1 : T - 1 + shift].mean(axis=-1).T
+        mean_Lp1, low, high = analysis.bootstrap_interval(per_row[name], key, num_resamples)
+        out[name] = {"layer": np.asarray(mean_Lp1).tolist(), "last": float(mean_Lp1[-1]),
+                     "last_low": float(low[-1]), "last_high": float(high[-1])}  # fmt: skip
+    diff_N = per_row["bos"][:, -1] - per_row["nobos"][:, -1]  # paired: the same rows.
+    out["last_bos_minus_nobos"] = [
+        float(x) for x in analysis.bootstrap_interval(diff_N, key, num_resamples)
+    ]
+    return out

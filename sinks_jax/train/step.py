@@ -348,13 +348,31 @@ def bos_eval(
     return out
 
 
-def make_bos_eval(
-    graphdef: nnx.GraphDef, *, param_shardings: Any, replicated: Any
-) -> Callable[[Params, jax.Array, jax.Array], dict[str, jax.Array]]:
-    """`bos_eval` jitted with explicit shardings: `evaluate(params, with_bos_NxT, text_NxT)`."""
+def spread_eval(
+    graphdef: nnx.GraphDef, params: Params, tokens_NxT: jax.Array, swapped_NxT: jax.Array
+) -> jax.Array:
+    """`[L+1, N, T]` relative divergence of the residual stream (embeddings, then each layer)
+    when `tokens` are read as `swapped` (one token changed per row; one document per row,
+    causal): ||h - h'|| / ||h|| (`analysis.perturbation_divergence`, `relative_divergence`)."""
+    N, T = tokens_NxT.shape
+    both_2NxT = jnp.concatenate([tokens_NxT, swapped_NxT], axis=0)
+    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (2 * N, T))
+    batch = {"tokens": both_2NxT, "positions": positions, "segment_ids": None}
+    _, aux = apply_model(graphdef, params, batch, use_segments=False, collect=("hidden",))
+    hidden_a, hidden_b = aux["hidden"][:, :N], aux["hidden"][:, N:]
+    return analysis.relative_divergence(
+        analysis.perturbation_divergence(hidden_a, hidden_b), hidden_a
+    )
 
-    def body(params, with_bos_NxT, text_NxT):
-        return bos_eval(graphdef, params, with_bos_NxT, text_NxT)
+
+def make_replicated_eval(
+    fn: Callable, graphdef: nnx.GraphDef, *, param_shardings: Any, replicated: Any
+) -> Callable:
+    """`fn(graphdef, params, *tokens)` (`bos_eval`, `spread_eval`) jitted with explicit
+    shardings: `evaluate(params, *tokens)`, small token arrays and results replicated."""
+
+    def body(params, *tokens):
+        return fn(graphdef, params, *tokens)
 
     return jax.jit(
         body,
