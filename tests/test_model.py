@@ -345,3 +345,22 @@ def test_local_layers_sink_statistics_and_query_mask(sink_key):
     np.testing.assert_array_equal(mask[1, 0], in_doc)
     np.testing.assert_array_equal(mask[2, 1], t < W)
     np.testing.assert_array_equal(mask[1, 1], np.ones(T, bool))
+
+
+@pytest.mark.slow  # three compiles: in the second CI stage
+def test_scan_unroll_computes_the_same_function():
+    """`scan_unroll` changes how the layer loop is compiled, not what it computes."""
+    base = dict(vocab_size=53, num_layers=3, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64)
+    tok = jax.random.randint(jax.random.key(1), (2, 16), 0, 53)
+    outs = []
+    for unroll in (1, 3):
+        model = Transformer(ModelConfig(**base, scan_unroll=unroll), rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model)
+        loss = lambda p, graphdef=graphdef: jnp.sum(jax.nn.log_softmax(
+            nnx.merge(graphdef, p)(tok)[0])[..., 0])  # fmt: skip
+        outs.append(jax.value_and_grad(loss)(params))
+    for other in outs[1:]:  # float32, the same operations in the same order.
+        for a, b in zip(jax.tree.leaves(other), jax.tree.leaves(outs[0])):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="scan_unroll=0 must be a positive int"):
+        ModelConfig(**base, scan_unroll=0)

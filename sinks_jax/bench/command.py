@@ -86,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     cli_args.add_seq_len(p, 2048, "train, breakdown, compile: tokens per row T")
     p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
     p.add_argument("--variant", default="softmax", help="train: model.attention_variant")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train, scaling: config overrides, e.g. model.scan_unroll=12",
+    )
     p.add_argument("--micro-batch", type=int, default=0, help="override micro_batch_size")
     p.add_argument("--tokens-per-step", type=int, default=0, help="override tokens_per_step")
     p.add_argument(

@@ -19,7 +19,7 @@ def _train_config(args, backend: str, intra_doc: bool, global_first_key: bool = 
     """The training config of the benchmark (paper_120m by default) for one backend."""
     from sinks_jax.train.config_file import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, [f"--config.{kv}" for kv in args.set])
     config.seq_len = args.seq_len
     config.model.attention = backend
     config.model.attention_variant = args.variant
@@ -119,6 +119,7 @@ def train_case(args, backend: str, sink_stats: bool, packing: str, devices) -> d
         tokens_per_s=tps,
         mfu=(flops.train_flops_per_token(mcfg, T) * tps / peak) if peak else None,
         params=mcfg.param_count(),
+        overrides=list(args.set),
     )
     stats = jax.device_get(run())
     if sink_stats:

@@ -47,6 +47,9 @@ class ModelConfig:
     attention: str = "xla"  # one of BACKENDS.
     attention_variant: str = "softmax"  # one of VARIANTS: a head's no-op (model/variants.py).
     remat: bool = False  # rematerialise each layer in the backward pass.
+    scan_unroll: int = 1  # layers per iteration of the layer scan (num_layers: no loop at all).
+    head_chunk: int = 0  # training loss: head + CE fused over this many tokens (0: full logits;
+    # train/chunked_loss.py). Needs logits_dtype float32 and no final_logit_softcap.
 
     # Attention masking and the sink key.
     global_first_key: bool = False  # key 0 visible to every query even under intra-doc masking.
@@ -87,7 +90,15 @@ class ModelConfig:
         if isinstance(self.layer_types, list):  # JSON and ml_collections give lists.
             object.__setattr__(self, "layer_types", tuple(self.layer_types))
 
-        for name in ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff", "block_size"):
+        for name in (
+            "vocab_size",
+            "num_layers",
+            "d_model",
+            "num_heads",
+            "d_ff",
+            "block_size",
+            "scan_unroll",
+        ):
             v = getattr(self, name)
             need(isinstance(v, int) and v > 0, f"{name}={v!r} must be a positive int.")
         kv = self.kv_heads
@@ -165,6 +176,14 @@ class ModelConfig:
         for name in ("attn_logit_softcap", "final_logit_softcap", "rope_local_theta"):
             v = getattr(self, name)
             need(v is None or v > 0, f"{name}={v!r} must be positive or None.")
+        need(isinstance(self.head_chunk, int) and self.head_chunk >= 0,
+             f"head_chunk={self.head_chunk!r} must be an int >= 0 (0: the full logits).")  # fmt: skip
+        need(
+            not self.head_chunk
+            or (self.final_logit_softcap is None and self.logits_dtype == "float32"),
+            f"head_chunk={self.head_chunk} fuses a float32 head without soft-capping; set "
+            "head_chunk=0 with final_logit_softcap or logits_dtype='bfloat16'.",
+        )
         needs = dict(window=any(self.local_layers), softcap=self.attn_logit_softcap is not None)
         for problem in backends.problems(self.attention, **needs):
             can = backends.supporting(dtype=self.dtype, **needs)

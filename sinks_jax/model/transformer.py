@@ -447,11 +447,15 @@ class Transformer(nnx.Module):
         *,
         collect=(),
         embeddings_BxTxD: jax.Array | None = None,
+        features: bool = False,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """Logits [B, T, V] float32 and `aux` holding exactly the statistics in `collect`.
 
         `embeddings_BxTxD` (optional) replaces `embed(tokens)` as the input, so that derivatives
         with respect to the input embeddings can be taken (tokens may then be None).
+        `features=True` returns ((final normed hidden [B, T, D], head [D, V]), aux) in the
+        compute dtype instead of the logits, for a loss that applies the head itself
+        (`train/chunked_loss.py`).
         """
         cfg = self.config
         collect = frozenset(collect)
@@ -471,21 +475,25 @@ class Transformer(nnx.Module):
             x = embeddings_BxTxD.astype(jnp.dtype(cfg.dtype))
         h_BxTxD, stats, _ = self._run_layers(x, segment_ids, positions, collect)
         h_BxTxD = self.final_norm(h_BxTxD)
-        head = self.embedding[...].T if cfg.tie_embeddings else self.lm_head[...]
-        head = head.astype(h_BxTxD.dtype)
+        aux = dict(stats)
+        if "hidden" in collect:
+            aux["hidden"] = jnp.concatenate(
+                [jax.lax.stop_gradient(x)[None], stats["hidden"]], axis=0
+            )
+        head = self.head_matrix().astype(h_BxTxD.dtype)
+        if features:
+            return (h_BxTxD, head), aux
         if cfg.logits_dtype == "float32" and h_BxTxD.dtype != jnp.float32:
             logits = output_head(h_BxTxD, head)
         else:
             logits = jnp.einsum(
                 "btd,dv->btv", h_BxTxD, head, preferred_element_type=jnp.dtype(cfg.logits_dtype)
             )
-        logits = attention_lib.soft_cap(logits, cfg.final_logit_softcap)
-        aux = dict(stats)
-        if "hidden" in collect:
-            aux["hidden"] = jnp.concatenate(
-                [jax.lax.stop_gradient(x)[None], stats["hidden"]], axis=0
-            )
-        return logits, aux
+        return attention_lib.soft_cap(logits, cfg.final_logit_softcap), aux
+
+    def head_matrix(self) -> jax.Array:
+        """The output head [D, V] as stored (the embedding's transpose when tied)."""
+        return self.embedding[...].T if self.config.tie_embeddings else self.lm_head[...]
 
     def residual_stream(
         self,
@@ -527,7 +535,9 @@ class Transformer(nnx.Module):
 
         if cfg.remat:
             layer_step = jax.checkpoint(layer_step, prevent_cse=False)
-        h_BxTxD, (stats, hidden) = jax.lax.scan(layer_step, x_BxTxD, (layer_state, local_L))
+        h_BxTxD, (stats, hidden) = jax.lax.scan(
+            layer_step, x_BxTxD, (layer_state, local_L), unroll=min(cfg.scan_unroll, cfg.num_layers)
+        )
         return h_BxTxD, stats, hidden
 
 

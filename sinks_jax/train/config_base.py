@@ -38,6 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
     m.attention_variant = "softmax"  # softmax | sink_logit | softmax_plus_one | gated | kv_bias
     # | sigmoid: how a head can do nothing (model/variants.py; sigmoid: xla or blockwise).
     m.remat = False  # recompute layers in the backward pass (saves memory).
+    m.scan_unroll = 1  # layers per iteration of the layer scan (num_layers: fully unrolled).
+    m.head_chunk = 0  # > 0: the training loss fuses head and CE over this many tokens at a time.
     m.global_first_key = False  # key 0 visible to every query under intra-doc masking.
     m.sink_key = "window"  # sink statistics against key 0 ("window") or each doc's first key.
     m.block_size = 512  # query/key block of the blockwise and splash backends.

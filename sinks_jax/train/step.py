@@ -30,6 +30,7 @@ from flax import nnx
 
 from sinks_jax import analysis
 from sinks_jax.model import ModelConfig, Transformer, fused, sink_query_mask
+from sinks_jax.train.chunked_loss import chunked_ce_sum
 
 Batch = dict[str, jax.Array]
 Params = dict[str, Any]
@@ -43,8 +44,10 @@ def apply_model(
     *,
     use_segments: bool,
     collect: tuple[str, ...] = (),
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Logits `[B, T, V]` float32 and `aux` for a batch.
+    features: bool = False,
+) -> tuple[Any, dict[str, jax.Array]]:
+    """Logits `[B, T, V]` float32 and `aux` for a batch (`features`: the final hidden states
+    and the head instead of the logits, see `Transformer.__call__`).
 
     `use_segments` passes `segment_ids` to attention (intra-document masking); without it the
     mask is causal over the whole window (padding is always at the end of a row, so causal
@@ -60,6 +63,7 @@ def apply_model(
         batch["positions"],
         collect=collect,
         embeddings_BxTxD=emb_BxTxD,
+        features=features,
     )
 
 
@@ -139,13 +143,25 @@ def micro_grads(
     collect = ("sink_attn", "noop_mass") if sink_stats else ()
 
     def loss_fn(p):
-        logits, aux = apply_model(
-            graphdef, p, batch_BxT, use_segments=use_segments, collect=collect
+        model_cfg = nnx.merge(graphdef, p).config
+        chunk = model_cfg.head_chunk
+        out, aux = apply_model(
+            graphdef, p, batch_BxT, use_segments=use_segments, collect=collect, features=chunk > 0
         )
-        total, count = masked_ce_sum(logits, batch_BxT)
+        if chunk:  # head and CE fused over token chunks: no [B, T, V] logits.
+            (h_BxTxD, head_DxV), mask_BxT = out, batch_BxT["loss_mask"].astype(jnp.float32)
+            total = chunked_ce_sum(
+                h_BxTxD.reshape(-1, h_BxTxD.shape[-1]),
+                head_DxV,
+                batch_BxT["targets"].reshape(-1),
+                mask_BxT.reshape(-1),
+                chunk,
+            )
+            count = jnp.sum(mask_BxT)
+        else:
+            total, count = masked_ce_sum(out, batch_BxT)
         stats = {}
         if sink_stats:
-            model_cfg = nnx.merge(graphdef, p).config
             queries_LxBxT = sink_queries(batch_BxT["segment_ids"], model_cfg, use_segments)
             stats = sink_summary(aux["sink_attn"], queries_LxBxT)
             stats["noop_mass"] = noop_summary(aux["noop_mass"], batch_BxT["segment_ids"] > 0)
