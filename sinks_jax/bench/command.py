@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
     p.add_argument("--variant", default="softmax", help="train: model.attention_variant")
     p.add_argument(
+        "--sink-stats",
+        choices=("both", "on", "off"),
+        default="both",
+        help="train: time the step with in-step sink statistics, without, or both",
+    )
+    p.add_argument(
         "--set",
         nargs="+",
         default=[],

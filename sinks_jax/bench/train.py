@@ -133,11 +133,12 @@ def train_case(args, backend: str, sink_stats: bool, packing: str, devices) -> d
 
 def bench_train(args) -> list[dict[str, Any]]:
     cases = []
+    stats = {"both": (False, True), "on": (True,), "off": (False,)}[args.sink_stats]
     for backend in args.backends:
-        cases += [(backend, False, "causal"), (backend, True, "causal")]
+        cases += [(backend, on, "causal") for on in stats]
     if args.packed_backend:
         for packing in args.packed_modes:
-            cases += [(args.packed_backend, False, packing), (args.packed_backend, True, packing)]
+            cases += [(args.packed_backend, on, packing) for on in stats]
     records = []
     devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()[:1]
     table = Table(
