@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -54,7 +53,7 @@ def test_swap_alignment_and_averages_against_a_fake_divergence():
     keep = np.arange(N) != 3
     positions = np.arange(p + 1, T - 1)
     for name in ("bos", "nobos"):
-        want = [(l + 1) * (np.arange(N)[keep] + 1.0).mean() * positions.mean() for l in range(3)]
+        want = [(layer + 1) * (np.arange(N)[keep] + 1.0).mean() * positions.mean() for layer in range(3)]
         np.testing.assert_allclose(got[name]["layer"], want, rtol=1e-6)
         assert got[name]["last_low"] <= got[name]["last"] <= got[name]["last_high"]
     assert got["position"] == p and got["rows"] == N - 1
@@ -71,7 +70,8 @@ def test_spread_eval_matches_two_separate_forward_passes():
     text = sets(N=3, T=12)["nobos"]
     swapped = text.copy()
     swapped[:, 6] = (text[:, 6] + 7) % 61
-    got = np.asarray(step_lib.spread_eval(graphdef, params, jnp.asarray(text), jnp.asarray(swapped)))
+    got = step_lib.spread_eval(graphdef, params, jnp.asarray(text), jnp.asarray(swapped))
+    got = np.asarray(got)
 
     def hidden(tokens):
         return np.asarray(model(jnp.asarray(tokens), collect=("hidden",))[1]["hidden"], np.float64)

@@ -1,6 +1,6 @@
 """The output head and the cross-entropy fused over chunks of tokens (`model.head_chunk`).
 
-    total = chunked_ce_sum(h_NxD, head_DxV, targets_N, weights_N, chunk=8192)
+    total = chunked_ce_sum(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk=8192)
 
 is sum_t w_t (logsumexp(z_t) - z_t[y_t]) with z_t = h_t W the float32 logits (bf16 operands,
 float32 accumulation: the numbers of `model.transformer.output_head`), computed one chunk of
@@ -14,6 +14,11 @@ by the loss's cotangent. The FLOPs are those of the unfused head (one forward an
 gradient matmuls); what is saved is the memory traffic of the logits and their gradient.
 Use it only under differentiation (the training step): a forward alone would pay for the
 gradient matmuls too.
+
+Under a batch-sharded mesh in context (the training step's, `model/shard.py`) every device
+runs the chunks of its own rows (`jax.shard_map`); the loss and dW are then summed over the
+devices. Left to XLA, the scan over chunks of a row-sharded [N, D] would gather the rows and
+run every chunk on every device.
 """
 
 from __future__ import annotations
@@ -22,20 +27,52 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from sinks_jax.model import shard
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def chunked_ce_sum(h_NxD, head_DxV, targets_N, weights_N, chunk: int) -> jax.Array:
+def chunked_ce_sum(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk: int) -> jax.Array:
     """float32 sum over tokens of w_t * cross-entropy(h_t W, y_t) (see the module docstring)."""
-    total, _ = _forward(h_NxD, head_DxV, targets_N, weights_N, chunk)
+    total, _ = _forward(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk)
     return total
 
 
-def _forward(h_NxD, head_DxV, targets_N, weights_N, chunk):
-    N, D = h_NxD.shape
-    V = head_DxV.shape[1]
+def _forward(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk):
+    """(loss, (dh [B, T, D], dW [D, V] float32)), per device over the mesh's batch axes."""
     if not (isinstance(chunk, int) and chunk > 0):
         raise ValueError(f"chunked_ce_sum: chunk={chunk!r} must be a positive int (tokens).")
+    axes = shard.batch_axes(h_BxTxD.shape[0])
+    if not axes:
+        loss, dh, dw = _rows(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk)
+        return loss, (dh, dw)
+
+    def local(h, head, y, w):
+        loss, dh, dw = _rows(h, head, y, w, chunk)
+        return loss[None], dh, dw[None]  # per-device partial sums, stacked on a device axis.
+
+    rows = P(axes)
+    loss_X, dh, dw_XxDxV = jax.shard_map(
+        local,
+        mesh=jax.sharding.get_abstract_mesh(),
+        in_specs=(rows, P(), rows, rows),
+        out_specs=(rows, rows, rows),
+        check_vma=False,
+    )(h_BxTxD, head_DxV, targets_BxT, weights_BxT)
+    return jnp.sum(loss_X), (dh, jnp.sum(dw_XxDxV, axis=0))
+
+
+def _rows(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk):
+    """The chunked loss of some rows: (loss, dh [B, T, D], dW [D, V] float32)."""
+    B, T, D = h_BxTxD.shape
+    h_NxD, targets_N, weights_N = (
+        h_BxTxD.reshape(B * T, D),
+        targets_BxT.reshape(-1),
+        weights_BxT.reshape(-1),
+    )
+    N = B * T
+    V = head_DxV.shape[1]
     n = -(-N // chunk)
     pad = n * chunk - N  # padded tokens get weight 0.
     h_CxKxD = jnp.pad(h_NxD, ((0, pad), (0, 0))).reshape(n, chunk, D)
@@ -59,18 +96,18 @@ def _forward(h_NxD, head_DxV, targets_N, weights_N, chunk):
     dw_DxV, (loss_C, dh_CxKxD) = jax.lax.scan(
         one_chunk, jnp.zeros((D, V), jnp.float32), (h_CxKxD, y_CxK, w_CxK)
     )
-    dh_NxD = dh_CxKxD.reshape(n * chunk, D)[:N]
-    return jnp.sum(loss_C), (dh_NxD, dw_DxV)
+    dh_BxTxD = dh_CxKxD.reshape(n * chunk, D)[:N].reshape(B, T, D)
+    return jnp.sum(loss_C), dh_BxTxD, dw_DxV
 
 
-def _fwd(h_NxD, head_DxV, targets_N, weights_N, chunk):
-    total, (dh_NxD, dw_DxV) = _forward(h_NxD, head_DxV, targets_N, weights_N, chunk)
-    return total, (dh_NxD, dw_DxV.astype(head_DxV.dtype))
+def _fwd(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk):
+    total, (dh_BxTxD, dw_DxV) = _forward(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk)
+    return total, (dh_BxTxD, dw_DxV.astype(head_DxV.dtype))
 
 
 def _bwd(chunk, res, g):
-    dh_NxD, dw_DxV = res
-    return (g * dh_NxD).astype(dh_NxD.dtype), g.astype(dw_DxV.dtype) * dw_DxV, None, None
+    dh_BxTxD, dw_DxV = res
+    return (g * dh_BxTxD).astype(dh_BxTxD.dtype), g.astype(dw_DxV.dtype) * dw_DxV, None, None
 
 
 chunked_ce_sum.defvjp(_fwd, _bwd)

@@ -150,13 +150,7 @@ def micro_grads(
         )
         if chunk:  # head and CE fused over token chunks: no [B, T, V] logits.
             (h_BxTxD, head_DxV), mask_BxT = out, batch_BxT["loss_mask"].astype(jnp.float32)
-            total = chunked_ce_sum(
-                h_BxTxD.reshape(-1, h_BxTxD.shape[-1]),
-                head_DxV,
-                batch_BxT["targets"].reshape(-1),
-                mask_BxT.reshape(-1),
-                chunk,
-            )
+            total = chunked_ce_sum(h_BxTxD, head_DxV, batch_BxT["targets"], mask_BxT, chunk)
             count = jnp.sum(mask_BxT)
         else:
             total, count = masked_ce_sum(out, batch_BxT)
