@@ -27,6 +27,7 @@ DEPTH = ("L4", "L12", "L24")
 SEQ_LEN = {"T128_s0": 128, "T128_s1": 128, "T512_s0": 512, "T2048_s0": 2048, "T2048_s1": 2048}
 LAYERS = {"L4": 4, "L12": 12, "L24": 24}  # L12 is a copy of context/T2048_s0.
 VARIANTS = ("V_sink_logit", "V_softmax_plus_one", "V_gated", "V_kv_bias")
+GUTENBERG = ("V_softmax", "V_sink_logit", "V_sigmoid")  # variants_gutenberg: Gutenberg only.
 PACKING = ("causal_bos", "causal_fixed_bos", "intra_eos", "intra_bos", "intra_fixed_bos")
 
 
@@ -151,6 +152,7 @@ def main():
 
     packing(p, rng)
     variants(p, rng)
+    variants_gutenberg(p, rng)
 
     p(
         "\n## during training: held-out rate eps 0.3 <bos> / text-only (%), and the in-step"
@@ -259,6 +261,48 @@ def variants(p, rng):
             v = per_window("variants", name, 0.3, form)
             diffs = [f"- {b}: {pct(boot(v - per_window(*base[b], 0.3, form), rng))}" for b in base]
             p(f"{name} {form}: " + "; ".join(diffs))
+
+
+def variants_gutenberg(p, rng):
+    """softmax, sink_logit and sigmoid on the Gutenberg part of the corpus (its own tokenizer
+    and held-out windows): sink rates against softmax, and the perturbation spread."""
+    p("\n## variants_gutenberg: final evaluation and perturbation spread (last layer, 95 % CI)")
+    for name in GUTENBERG:
+        s = summary("variants_gutenberg", name)
+        ps = s["perturbation_spread"]
+        spread = " ".join(
+            f"{f} {ps[f]['last']:.4f} [{ps[f]['last_low']:.4f}, {ps[f]['last_high']:.4f}]"
+            for f in ("bos", "nobos")
+        )
+        d = ps["last_bos_minus_nobos"]
+        p(
+            f"{name}: val {s['val_loss']:.3f} | loss <bos> {s['val_loss_bos']:.3f} text only"
+            f" {s['val_loss_nobos']:.3f} | sink eps 0.3 <bos> {100 * s['val_sink_rate_0.3_bos']:.2f}"
+            f" text only {100 * s['val_sink_rate_0.3_nobos']:.2f} | spread {spread} |"
+            f" <bos> - text only {d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}] ({ps['rows']} rows)"
+        )
+    for name in GUTENBERG[1:]:
+        for form in ("bos", "nobos"):
+            v = per_window("variants_gutenberg", name, 0.3, form)
+            base = per_window("variants_gutenberg", "V_softmax", 0.3, form)
+            p(f"{name} - V_softmax {form}, eps 0.3, points: {pct(boot(v - base, rng))}")
+
+
+def spread_figure(path):
+    """Relative divergence after a one-token swap, per layer, with and without <bos>."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, color in zip(GUTENBERG, ("C0", "C1", "C2")):
+        ps = summary("variants_gutenberg", name)["perturbation_spread"]
+        for form, style in (("bos", "-"), ("nobos", "--")):
+            label = f"{name.removeprefix('V_')}, {'<bos> + text' if form == 'bos' else 'text only'}"
+            ax.plot(ps[form]["layer"], style, color=color, label=label, marker=".")
+    ax.set_xlabel("layer (0: embeddings)")
+    ax.set_ylabel("||h - h'|| / ||h||, tokens after the swap")
+    ax.set_title("perturbation spread, T = 2048 runs, 157M tokens (Gutenberg)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def curves(exp, name):
@@ -370,6 +414,7 @@ def figures():
         "depth",
     )
     layers_figure(os.path.join(HERE, "depth", "sink_rate_vs_layers.png"))
+    spread_figure(os.path.join(HERE, "variants_gutenberg", "perturbation_spread.png"))
 
 
 if __name__ == "__main__":
