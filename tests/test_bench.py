@@ -10,7 +10,7 @@ from sinks_jax import bench
 @pytest.mark.parametrize(
     "mode",
     [
-        "attention",
+        pytest.param("attention", marks=pytest.mark.slow),  # 4 backends x 2 lengths: likewise
         pytest.param("train", marks=pytest.mark.slow),  # several train steps: second CI stage
         "analysis",
         pytest.param("scaling", marks=pytest.mark.slow),  # two train cases: second CI stage

@@ -38,6 +38,7 @@ def test_loss_and_gradients_equal_optax(chunk):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # two model compiles: the second CI stage
 def test_train_step_gradients_are_those_of_the_full_logits():
     """micro_grads with model.head_chunk = the unfused step's (float32 model, padding rows)."""
     base = dict(vocab_size=41, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2, d_ff=64)
