@@ -12,7 +12,7 @@ from sinks_jax import bench
     [
         pytest.param("attention", marks=pytest.mark.slow),  # 4 backends x 2 lengths: likewise
         pytest.param("train", marks=pytest.mark.slow),  # several train steps: second CI stage
-        "analysis",
+        pytest.param("analysis", marks=pytest.mark.slow),  # 120M-shaped model: likewise
         pytest.param("scaling", marks=pytest.mark.slow),  # two train cases: second CI stage
         pytest.param("breakdown", marks=pytest.mark.slow),  # a dozen compiled pieces: likewise
     ],

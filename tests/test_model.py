@@ -161,22 +161,34 @@ def test_segment_isolation(backend):
     assert np.abs(np.asarray(mixed[:, 7:] - alone)).max() > 1e-3
 
 
+def jitted_outputs_and_grads(model, tok, seg, collect):
+    """(logits, aux) and the gradient of a loss of the logits, as one compiled program (eager
+    dispatch would compile every operation on its own)."""
+    graphdef, params = nnx.split(model)
+
+    def f(params):
+        def loss(p):
+            logits, _ = forward(graphdef, p, tok, segment_ids=seg)
+            return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+        return forward(graphdef, params, tok, segment_ids=seg, collect=collect), jax.grad(loss)(
+            params
+        )
+
+    return jax.jit(f)(params)
+
+
 def test_blockwise_model_matches_xla_model_and_gradients():
     tok = tokens()
     seg = jnp.array([[1] * 5 + [2] * 11, [1] * 16])
     xla_model, bw_model = make(), make(attention="blockwise", block_size=4)
-    a, aux_a = xla_model(tok, seg, collect=("lse", "sink_attn"))
-    b, aux_b = bw_model(tok, seg, collect=("lse", "sink_attn"))
+    collect = ("lse", "sink_attn")
+    ((a, aux_a), ga), ((b, aux_b), gb) = (
+        jitted_outputs_and_grads(m, tok, seg, collect) for m in (xla_model, bw_model)
+    )
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(aux_a["lse"], aux_b["lse"], atol=1e-5)
     np.testing.assert_allclose(aux_a["sink_attn"], aux_b["sink_attn"], atol=1e-5)
-
-    def loss(model):
-        logits, _ = model(tok, seg)
-        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
-
-    ga = nnx.grad(loss)(xla_model)
-    gb = nnx.grad(loss)(bw_model)
     for x, y in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
         np.testing.assert_allclose(x, y, atol=1e-4)
 
@@ -308,21 +320,9 @@ def test_local_layers_blockwise_matches_xla_statistics_and_gradients():
     bw_model = make(**GEMMA_LIKE, attention="blockwise", block_size=4)  # blocks skipped
     collect = ("lse", "sink_attn", "hidden")  # received_attn: test_analyze_cmd, blockwise
 
-    def outputs_and_grads(model):  # one compiled program (eager dispatch compiles every op)
-        graphdef, params = nnx.split(model)
-
-        def f(params):
-            def loss(p):
-                logits, _ = forward(graphdef, p, tok, segment_ids=seg)
-                return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
-
-            return forward(graphdef, params, tok, segment_ids=seg, collect=collect), jax.grad(loss)(
-                params
-            )
-
-        return jax.jit(f)(params)
-
-    ((a, aux_a), ga), ((b, aux_b), gb) = outputs_and_grads(xla_model), outputs_and_grads(bw_model)
+    ((a, aux_a), ga), ((b, aux_b), gb) = (
+        jitted_outputs_and_grads(m, tok, seg, collect) for m in (xla_model, bw_model)
+    )
     np.testing.assert_allclose(a, b, atol=1e-5)
     for name in collect:
         np.testing.assert_allclose(aux_a[name], aux_b[name], atol=1e-5, err_msg=name)
