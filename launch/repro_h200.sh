@@ -108,6 +108,9 @@ if [[ ! -f "$tok_file" ]] || ! prepared_done; then
   ls "$data"/*/valid-*.jsonl.xz >/dev/null 2>&1 \
     || { echo "repro_h200.sh: no held-out files $data/*/valid-*.jsonl.xz; copy the corpus to $data first." >&2; exit 2; }
 fi
+if [[ ! -f "$tok_file" ]] || ! prepared_done; then  # which sources the tokenizer and corpus get
+  log "corpus: $(for d in "$data"/*/; do printf '%s (%s files) ' "$(basename "$d")" "$(ls "$d" | grep -c '\.jsonl\.xz$')"; done)"
+fi
 if [[ ! -f "$tok_file" ]]; then
   log "training the BPE tokenizer ($vocab ids) on $text"
   rm -rf "$work/bpe$vocab.partial"
