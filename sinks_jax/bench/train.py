@@ -8,7 +8,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-
 import numpy as np
 
 from sinks_jax.bench.measure import error_line, packed_segments, time_fn

@@ -342,14 +342,15 @@ def finish(
     final = record if "val_loss" in record else evaluate(run)
     summary = {"status": "finished", "step": step}
     summary.update({k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k})
+    resamples = run.config.get("eval_bootstrap", 1000)
     summary["sink_profile"] = sink_eval.final_sink_profiles(
         functools.partial(sink_scores, run),
         run.sink_sets,
         out_dir=run.workdir if run.is_main else None,
-        num_resamples=run.config.get("eval_bootstrap", 1000),
+        num_resamples=resamples,
     )
     summary["perturbation_spread"] = sink_eval.final_perturbation_spread(
-        functools.partial(spread_divergence, run), run.sink_sets
+        functools.partial(spread_divergence, run), run.sink_sets, num_resamples=resamples
     )
     ckpt.wait()
     _write_summary(run, summary)
