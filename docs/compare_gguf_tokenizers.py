@@ -14,7 +14,7 @@ import sys
 from transformers import AutoTokenizer
 
 from sinks_jax.pretrained.fetch import MODELS
-from sinks_jax.pretrained.gguf_tokenizer import load_gguf_tokenizer
+from sinks_jax.pretrained.gguf import load_gguf_tokenizer
 
 
 def lines(data_dir: str, per_file: int = 500) -> list[str]:

@@ -3,9 +3,11 @@
     python docs/real_models_summary.py results/real_models smollm2 gemma3
 
 Reads `DIR/NAME/report.json` (written by `sinks-jax analyze`) for each NAME and writes
-`DIR/metrics.json` (every number quoted in docs/real_models.md), `DIR/sink_rate_per_layer.png`
-(per-layer sink rate with 95 % bootstrap intervals over windows, both layouts, both eps),
-`DIR/NAME_heads.png` (per-head sink rate) and prints the Markdown tables.
+`DIR/metrics.json` (the T = 64 numbers quoted in docs/real_models.md), `DIR/sink_rate_per_layer.png`
+(per-layer sink rate with 95 % bootstrap intervals over the held-out documents of the windows,
+`DIR/windows.jsonl`'s `doc`, both layouts, both eps), `DIR/NAME_heads.png` (per-head sink
+rate), redraws `analyze`'s own figures in `DIR/NAME/` from report.json (their footers name the
+model file, not the path it was read from) and prints the Markdown tables.
 """
 
 from __future__ import annotations
@@ -27,14 +29,22 @@ from sinks_jax import analysis
 LAYOUTS = {"with_bos": "<bos> + 63 tokens", "text_only": "64 text tokens"}
 
 
-def profiles(report: dict) -> dict:
-    """Sink rate and alpha_0 with bootstrap intervals, per layout and eps."""
+def window_docs(root: str) -> np.ndarray:
+    """The held-out document of each window of `root/windows.jsonl`."""
+    with open(os.path.join(root, "windows.jsonl"), encoding="utf-8") as f:
+        return np.asarray([json.loads(x)["doc"] for x in f if x.strip()])
+
+
+def profiles(report: dict, docs: np.ndarray) -> dict:
+    """Sink rate and alpha_0 with bootstrap intervals over documents, per layout and eps."""
     out = {}
     for layout, res in report["sinks"].items():
         scores = np.asarray(res["sink_score_per_sequence_LxNxH"], np.float32)
+        clusters = docs[np.asarray(res["kept_prompt_indices"])]
         out[layout] = {}
         for eps in report["settings"]["eps"]:
-            p = analysis.sink_profile(scores, eps, jax.random.key(0), num_resamples=2000)
+            p = analysis.sink_profile(scores, eps, jax.random.key(0), num_resamples=2000,
+                                      clusters=clusters)  # fmt: skip
             out[layout][f"{eps:g}"] = {k: np.asarray(v).tolist() for k, v in p.items()}
     return out
 
@@ -111,7 +121,8 @@ def layer_figure(prof: dict, names: list[str], path: str) -> None:
             ax.set_ylim(-2, 102)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("Per-layer sink rate, T = 64, 95 % bootstrap intervals over windows", fontsize=11)
+    fig.suptitle("Per-layer sink rate, T = 64, 95 % bootstrap intervals over documents",
+                 fontsize=11)  # fmt: skip
     fig.savefig(path, dpi=110)
 
 
@@ -145,15 +156,21 @@ def main(root: str, names: list[str]) -> None:
     for n in names:
         with open(os.path.join(root, n, "report.json")) as f:
             reports[n] = json.load(f)
+    from sinks_jax.analyze.figures import write_figures
+
+    docs = window_docs(root)
     metrics, prof = {}, {}
     for name, rep in reports.items():
-        prof[name] = profiles(rep)
+        write_figures(rep, os.path.join(root, name))
+        prof[name] = profiles(rep, docs)
         m = {
             "settings": {
                 k: rep["settings"][k]
                 for k in ("model", "seq_len", "eps", "bos_id", "prompts", "num_sequences")
             }
         }
+        m["settings"]["model"] = os.path.basename(str(m["settings"]["model"]))
+        m["settings"]["documents"] = int(len(np.unique(docs)))
         m["sinks"] = {
             layout: {
                 eps: {

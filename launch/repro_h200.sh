@@ -2,8 +2,9 @@
 # The reduced-scale reproduction (configs/repro.py, REPRODUCTION.md) on one host with GPUs,
 # within a wall-time budget; call it again to continue.
 #
-#   launch/repro_h200.sh --budget SECONDS [--experiment context|depth|packing|variants] [--gpus N]
-#                        [--data DIR] [--work DIR] [--out DIR] [--tiny] [--dry-run]
+#   launch/repro_h200.sh --budget SECONDS [--experiment context|depth|packing|strong|variants]
+#                        [--gpus N] [--only A,B] [--data DIR] [--work DIR] [--out DIR]
+#                        [--reserve S] [--tiny] [--dry-run]
 #   launch/repro_h200.sh --budget 560 --experiment context --out "$OUT/repro"
 #
 # Steps, each skipped when already done: (1) install missing packages from .whl/; (2) train
@@ -17,7 +18,8 @@
 #
 #   --budget S     wall seconds for this whole call (setup, training, report); required.
 #   --experiment   which list of runs (default context: T 128/512/2048 seed 0, T 128/2048 seed 1;
-#                  variants: softmax and the five attention variants at T 2048).
+#                  strong: causal fixed <bos>, T 128/2048, seeds 0-2; variants: softmax and the
+#                  five attention variants at T 2048).
 #   --gpus N       runs at once, one GPU each (default 2).
 #   --only A,B     only these runs of the experiment (names as in --dry-run's workdirs).
 #   --data DIR     the corpus copy (default data_repro: gutenberg/ openstax/ kjv_bible/).
@@ -25,6 +27,8 @@
 #                  calls (it holds the checkpoints); not DATA, which a carried copy replaces.
 #   --out DIR      where the small results are copied (metrics.jsonl, summary.json,
 #                  config.json, sink_scores.npz, logs, report.md, figures); default WORK/out.
+#   --reserve S    seconds kept at the end for the SIGTERM grace, report and copies (default
+#                  75); runs are stopped at budget - S, and none starts with less than 120 s.
 #   --tiny         CPU check of the whole script: tiny model and vocabulary (512), 4 steps.
 #   --dry-run      print the plan (the train commands) and exit.
 #   PYTHON=...     the interpreter with jax (default python3); run from the repository root.
@@ -36,8 +40,9 @@
 # gguf is not needed. Step (1) runs `pip install --no-index --find-links .whl ...`.
 set -euo pipefail
 
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; }
 budget=""; experiment=context; gpus=2; only=""; data=data_repro; work=runs_repro; out=""; tiny=0; dry=0
+reserve=75
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --budget) budget="$2"; shift 2 ;;
@@ -47,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --data) data="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --reserve) reserve="$2"; shift 2 ;;
     --tiny) tiny=1; shift ;;
     --dry-run) dry=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -57,11 +63,15 @@ if ! [[ "$budget" =~ ^[1-9][0-9]*$ ]]; then
   echo "repro_h200.sh: --budget SECONDS is required (a positive integer), e.g. --budget 560." >&2; exit 2
 fi
 if ! [[ "$gpus" =~ ^[1-9][0-9]*$ ]]; then echo "repro_h200.sh: --gpus $gpus is not a positive integer." >&2; exit 2; fi
-case "$experiment" in context|depth|packing|variants) ;; *)
-  echo "repro_h200.sh: --experiment $experiment: choose context, depth, packing or variants." >&2; exit 2 ;; esac
+if ! [[ "$reserve" =~ ^[0-9]+$ ]]; then
+  echo "repro_h200.sh: --reserve $reserve is not a whole number of seconds." >&2; exit 2
+fi
+case "$experiment" in context|depth|packing|strong|variants) ;; *)
+  echo "repro_h200.sh: --experiment $experiment: choose context, depth, packing, strong or variants." >&2; exit 2 ;; esac
 
 start=$(date +%s)
-deadline=$((start + budget - 75))  # the last 75 s: SIGTERM grace (50 s), report and copies.
+deadline=$((start + budget - reserve))  # the last S s: SIGTERM grace (<= 50 s), report, copies.
+grace=$(( reserve > 60 ? 50 : (reserve * 2 / 3 > 5 ? reserve * 2 / 3 : 5) ))
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 sj() { "$PY" -m sinks_jax.cli "$@"; }
@@ -145,7 +155,7 @@ worker() {
     log "gpu $gpu: $name (up to ${left}s)"
     rc=0
     # shellcheck disable=SC2086  # the plan's words are shell-quoted by `sweep --print`.
-    CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM -k 50 "$left" \
+    CUDA_VISIBLE_DEVICES=$gpu timeout -s TERM -k "$grace" "$left" \
       bash -c "exec $(printf '%q ' "$PY" -m sinks_jax.cli) ${line#sinks-jax }" >> "$runs/$name.log" 2>&1 || rc=$?
     if finished "$dir"; then log "gpu $gpu: $name finished"
     else log "gpu $gpu: $name stopped (exit $rc; rerun to resume; log $runs/$name.log)"; fi

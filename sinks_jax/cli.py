@@ -7,12 +7,13 @@ Each subcommand lives beside the code it drives and is imported only when used, 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import threading
 
-# Errors that mean "the input is wrong" (their messages name the value and the fix).
-_INPUT_ERRORS = (ValueError, FileNotFoundError)
+from sinks_jax import __version__
+from sinks_jax.errors import debug, is_input_error
+
+__all__ = ["COMMANDS", "debug", "is_input_error", "main"]
 
 # name -> ("module", "function", one-line help)
 COMMANDS = {
@@ -20,10 +21,10 @@ COMMANDS = {
     "sweep": ("sinks_jax.train.sweep", "main", "run or print every variant of a config family"),
     "report": ("sinks_jax.train.report", "main", "table and figures for a sweep's workdir"),
     "analyze": ("sinks_jax.analyze", "main", "sink/spread/Jacobian report on a checkpoint"),
-    "prepare": ("sinks_jax.data.prepare", "main", "tokenise and pack a source into shards"),
+    "prepare": ("sinks_jax.data.command", "prepare_main", "tokenise and pack a source into shards"),
     "tokenizer": (
-        "sinks_jax.data.tokenizers",
-        "main",
+        "sinks_jax.data.command",
+        "tokenizer_main",
         "tokenizer tools (train a SentencePiece model or a byte-level BPE)",
     ),
     "bench": (
@@ -32,11 +33,13 @@ COMMANDS = {
         "benchmarks: train, attention, analysis, scaling, breakdown, compile",
     ),
     "models": ("sinks_jax.pretrained.command", "main", "list or fetch pretrained GGUF models"),
+    "stream": ("sinks_jax.streaming.command", "main", "perplexity of a long text through sink caches"),
+    "generate": ("sinks_jax.streaming.generate_command", "main", "generate text (--window/--sinks: bounded memory)"),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: sinks-jax COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: sinks-jax [--version] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`sinks-jax COMMAND --help` for a command's options."]
     return "\n".join(lines)
@@ -46,8 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run `sinks-jax ARGV` (None: the process's own arguments); returns the exit status."""
     is_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a missing command is a usage error (argparse's convention: exit 2).
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"sinks-jax {__version__}")
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
@@ -75,16 +84,6 @@ def main(argv: list[str] | None = None) -> int:
             _quiet_exit()
         return 2
     return int(result or 0)
-
-
-def debug() -> bool:
-    """Whether SINKS_JAX_DEBUG asks for tracebacks instead of one-line errors."""
-    return bool(os.environ.get("SINKS_JAX_DEBUG"))
-
-
-def is_input_error(e: BaseException) -> bool:
-    """Whether `e` means "the input is wrong" and its message says how (no traceback needed)."""
-    return type(e).__module__.startswith("sinks_jax") or isinstance(e, _INPUT_ERRORS)
 
 
 def _quiet_exit() -> None:

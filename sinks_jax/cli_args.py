@@ -1,4 +1,6 @@
-"""Arguments that several commands share, declared once: `--seq-len`, `--tokenizer`, `--out`.
+"""Arguments that several commands share, declared once: `--seq-len`, `--tokenizer`, `--out`;
+the checked number types every numeric flag uses (`whole`, `number`); and `ArgumentParser`,
+whose errors are one line.
 
 Each command says what the value means for it (`what`); name, type and spelling of the
 choices are the same everywhere.
@@ -7,14 +9,64 @@ choices are the same everywhere.
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 
 TOKENIZER_SPECS = "'byte', 'sp:PATH.model' or 'hf:PATH/tokenizer.json'"
 
 
-def add_seq_len(parser: argparse.ArgumentParser, default: int, what: str = "tokens per row T"):
-    """`--seq-len T` (an int)."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (`PROG: error: MESSAGE ...`), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def whole(minimum: int = 1) -> Callable[[str], int]:
+    """An argparse `type`: a whole number >= `minimum`, else one line naming the value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a whole number; give one >= {minimum}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{value} is too small; give a whole number >= {minimum}"
+            )
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def number(low: float, high: float = math.inf, *, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse `type`: a finite number in [low, high] ((low, high] with `low_open`)."""
+    span = f"{'(' if low_open else '['}{low:g}, {high:g}]" if high < math.inf else (
+        f"{'>' if low_open else '>='} {low:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+        if not ok:
+            raise argparse.ArgumentTypeError(f"{text!r} is outside {span}; give a number in it")
+        return value
+
+    parse.__name__ = f"number {span}"
+    return parse
+
+
+def add_seq_len(
+    parser: argparse.ArgumentParser, default: int, what: str = "tokens per row T", minimum: int = 2
+):
+    """`--seq-len T` (a whole number >= `minimum`)."""
     return parser.add_argument(
-        "--seq-len", type=int, default=default, help=f"{what} (default {default})"
+        "--seq-len", type=whole(minimum), default=default, help=f"{what} (default {default})"
     )
 
 

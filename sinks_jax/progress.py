@@ -8,10 +8,16 @@ otherwise a `PlainProgress` that prints one line such as
     train: 120/700 steps [2m05s, 0.96 steps/s] loss=2.113, tok/s=3,912
 
 every `SINKS_JAX_PROGRESS_EVERY` seconds (default 30) and when it closes.
+
+`stage(...)` reports one step of a command that has no count to show (loading, compiling, a
+measurement in one compiled call): `with stage("jacobian"):` prints `jacobian ...` at once on
+a terminal and completes the line with the time; elsewhere it prints one line,
+`jacobian: 12.3 s`, when the step ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -163,3 +169,25 @@ class PlainProgress:
         self.closed = True
         if self.leave and self.n != self._printed_n:
             self._print(self.clock())
+
+
+@contextlib.contextmanager
+def stage(desc: str, *, stream: TextIO | None = None, clock=time.monotonic):
+    """Report a step of a command with its time: on a terminal `desc ...` when it starts,
+    completed by `: 12.3 s` when it ends; elsewhere one line `desc: 12.3 s` when it ends.
+    A step that raises prints nothing more (its error says what happened)."""
+    stream = sys.stderr if stream is None else stream
+    terminal = _interactive(stream)
+    if terminal:
+        print(f"{desc} ...", end="", file=stream, flush=True)
+    start = clock()
+    try:
+        yield
+    except BaseException:
+        if terminal:
+            print(file=stream, flush=True)
+        raise
+    # On a terminal the line is rewritten whole: a bar drawn meanwhile (leave=False) may
+    # have cleared it.
+    line = f"{desc}: {clock() - start:.1f} s"
+    print(f"\r{line}\033[K" if terminal else line, file=stream, flush=True)

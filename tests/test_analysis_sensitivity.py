@@ -82,3 +82,34 @@ def test_jacobian_sensitivity_jits_float32():
     got = np.asarray(f(params, emb, 2))
     assert got.shape == (L + 1, T)
     assert (got[:, 3:] == 0).all() and (got[1:, :3] > 0).all()
+
+
+def test_jacobian_sensitivity_from_random_directions_is_unbiased():
+    """K < D random orthonormal output directions: exact at K = D, and the mean over keys of
+    the squared estimate converges to the finite-difference squared norms."""
+    with jax.enable_x64(True):
+        T, D, L, target = 5, 8, 2, 4
+        params = toy_params(D, L, seed=4)
+        emb = np.random.default_rng(5).normal(size=(T, D))
+        want = finite_difference_sensitivity(params, emb, target)
+        e = jnp.asarray(emb)
+        full = analysis.jacobian_sensitivity(toy_forward, params, e, target, num_directions=D)
+        np.testing.assert_allclose(np.asarray(full), want, rtol=1e-3, atol=1e-8)
+
+        def estimate(key):
+            return analysis.jacobian_sensitivity(
+                toy_forward, params, e, target, num_directions=2, key=key, chunk_size=3
+            )
+
+        keys = jax.random.split(jax.random.key(7), 400)
+        sq_SxNxT = np.asarray(jax.jit(jax.vmap(estimate))(keys)) ** 2
+        assert (sq_SxNxT[:, :, target + 1 :] == 0).all()  # causality holds for every estimate
+        one = sq_SxNxT[0, 1:, :target + 1] / want[1:, :target + 1] ** 2
+        assert 0.2 < one.mean() < 5 and not np.allclose(one, 1)  # one estimate: noisy
+        mean = sq_SxNxT.mean(0)
+        # 400 estimates of relative sd <= sqrt(2 / K) = 1: the mean within 5 sd (0.25).
+        np.testing.assert_allclose(mean[1:, :target + 1], want[1:, :target + 1] ** 2, rtol=0.25)
+        # Layer 0 is the identity at the target: ||Q^T||_F^2 * D / K = D for every draw.
+        np.testing.assert_allclose(sq_SxNxT[:, 0, target], D, rtol=1e-6)  # float32 out
+    with pytest.raises(ValueError, match="num_directions=0"):
+        analysis.jacobian_sensitivity(toy_forward, params, e, 0, num_directions=0)

@@ -30,7 +30,7 @@ def tiny_model(attention="xla", seed=0, **knobs):
     return Transformer(cfg, rngs=nnx.Rngs(seed))
 
 
-def test_analyze_end_to_end(tmp_path):
+def test_analyze_end_to_end(tmp_path, capsys):
     prompt_file = tmp_path / "p.jsonl"
     lines = [{"text": prompts.DEFAULT_PROMPTS[i]} for i in range(3)] + [{"text": "short"}]
     prompt_file.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
@@ -80,6 +80,18 @@ def test_analyze_end_to_end(tmp_path):
     assert sens.shape == (L + 1, n + 1) and jac["target"] == n
     assert np.asarray(jac["path_bound_T"]).shape == (n + 1,)
     assert sens[0, -1] == pytest.approx(np.sqrt(32), rel=1e-5)  # identity at layer 0
+    assert jac["exact"] and jac["directions"] == 32  # d_model 32 <= the default 64: exact
+    # Every stage says when it is done, with its time (stderr is not a terminal here).
+    stages = [line.rsplit(": ", 1)[0] for line in capsys.readouterr().err.splitlines()
+              if line.endswith(" s")]  # fmt: skip
+    assert stages == [
+        "model", "prompts", "sinks, with_bos (3 sequences of 24 tokens)",
+        "sinks, text_only (3 sequences of 24 tokens)",
+        f"perturbation spread (100 tokens, token {pos} swapped)",
+        "representational collapse against length",
+        "jacobian (every layer, 32 directions, exact: 96 backward passes)", "path bound",
+        "figures",
+    ], stages  # fmt: skip
     assert len(report["figures"]) == 6
     import matplotlib.image
 
@@ -378,3 +390,51 @@ def test_analyze_long_context_only_measures_each_length(tmp_path):
     assert report["sinks"] == {} and "spread" not in report and "figures" not in report
     assert sorted(os.listdir(out)) == ["report.json"]
     assert analyze.main(argv[:1] + ["--long-context-only", "--out", str(out)]) == 2
+
+
+def test_num_prompts_limits_every_prompt_source(tmp_path):
+    import argparse
+
+    from sinks_jax.analyze.inputs import choose_prompts
+    from sinks_jax.data.tokenizers import get_tokenizer
+
+    tok = get_tokenizer("byte")
+    prompt_file = tmp_path / "p.txt"
+    prompt_file.write_text("\n".join(prompts.DEFAULT_PROMPTS[:5]) + "\n")
+
+    def chosen(num, **where):
+        base = dict(prompts=None, prompts_source=None, num_prompts=num, seq_len=16, short="skip",
+                    spread_prompt=None, spread_len=32, swap=None, workdir=None)  # fmt: skip
+        args = argparse.Namespace(**{**base, **where})
+        lists, desc = choose_prompts(args, tok, None)
+        return len(lists), desc
+
+    assert chosen(None, prompts=str(prompt_file)) == (5, f"file:{prompt_file}")
+    assert chosen(2, prompts=str(prompt_file)) == (2, f"first 2 of file:{prompt_file}")
+    assert chosen(None) == (len(prompts.DEFAULT_PROMPTS), "built-in paragraphs")
+    assert chosen(3) == (3, "first 3 of built-in paragraphs")
+    assert chosen(4, prompts_source="synthetic:bigram_backcopy")[0] == 4
+
+
+def test_jacobian_from_random_directions_is_close_to_the_exact_one():
+    import argparse
+
+    from sinks_jax.analyze.measurements import jacobian_report
+
+    model = tiny_model()
+    hidden_fn = nnx.jit(lambda m, t: m(t, collect=("hidden",))[1]["hidden"])
+    base = list(np.random.default_rng(0).integers(3, 259, size=20))
+
+    def report(directions):
+        args = argparse.Namespace(jacobian_layers="last", jacobian_chunk=16,
+                                  jacobian_directions=directions)  # fmt: skip
+        return jacobian_report(model, hidden_fn, 1, base, args)
+
+    exact, estimate = report(None), report(8)
+    assert exact["exact"] and exact["directions"] == 32
+    assert not estimate["exact"] and estimate["directions"] == 8
+    assert "--jacobian-directions all" in estimate["method"]
+    want, got = np.asarray(exact["sensitivity_NxT"]), np.asarray(estimate["sensitivity_NxT"])
+    assert got.shape == want.shape == (1, 21) and (got > 0).all()
+    assert 0.7 < np.median(got / want) < 1.4 and not np.allclose(got, want)
+    assert estimate["path_bound_T"] == exact["path_bound_T"]

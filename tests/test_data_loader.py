@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sinks_jax.data import document_tokens, get_source, pack_documents
+from sinks_jax.data.command import prepare_main
 from sinks_jax.data.loader import LoaderSpec, make_loader
-from sinks_jax.data.prepare import main as prepare_main
 from sinks_jax.data.prepare import prepare_split
 from sinks_jax.data.tokenizers import ByteTokenizer
 

@@ -8,10 +8,10 @@ import lzma
 import numpy as np
 import pytest
 
+from sinks_jax.data.command import tokenizer_main
 from sinks_jax.data.loader import make_loader
 from sinks_jax.data.sources import get_source
 from sinks_jax.data.tokenizers import get_tokenizer
-from sinks_jax.data.tokenizers import main as tokenizer_main
 
 
 def test_text_formats(tmp_path):
@@ -149,15 +149,93 @@ def test_hf_tokenizer_json(tmp_path):
 @pytest.mark.tfds
 def test_tfds_offline_mock():
     tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is an optional extra")
-    with tfds.testing.mock_data(num_examples=6):
-        src = get_source("tfds:lm1b:train")
+    with tfds.testing.mock_data(num_examples=6):  # download=1: mock_data's no-op preparation
+        src = get_source("tfds:lm1b:train?download=1")
         docs = list(src.documents("train"))
         assert len(docs) == 6 and all(isinstance(d, str) and d for d in docs)
-        loader = make_loader("tfds:lm1b", "byte", seq_len=16, batch_size=2, packing="concat",
+        loader = make_loader("tfds:lm1b?download=1", "byte", seq_len=16, batch_size=2, packing="concat",
                              split="train", num_epochs=1, shuffle=False, process_index=0,
                              process_count=1, progress=False)
         first = next(loader)
     assert bytes(first["tokens"][0].astype(np.uint8)).decode() == docs[0].encode()[:16].decode(errors="ignore")[:16]
     with pytest.raises(ValueError, match="no feature 'body'"):
         with tfds.testing.mock_data(num_examples=2):
-            list(get_source("tfds:lm1b?feature=body").documents("train"))
+            list(get_source("tfds:lm1b?feature=body&download=1").documents("train"))
+
+
+def _write_corpus(root, docs_by_file):
+    """JSON-lines files (xz-compressed where the name says so) in the offline corpus layout."""
+    for rel, docs in docs_by_file.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"text": d, "id": f"{rel}-{i}"}) + "\n" for i, d in enumerate(docs))
+        if rel.endswith(".xz"):
+            with lzma.open(path, "wt", encoding="utf-8") as f:
+                f.write(lines)
+        else:
+            path.write_text(lines, encoding="utf-8")
+
+
+@pytest.mark.tfds
+@pytest.mark.parametrize("file_format", ["tfrecord", "array_record"])
+def test_tfds_corpus_builder_prepares_and_reads_a_local_corpus(tmp_path, file_format):
+    """`tfds:sinks_jax_corpus` runs TFDS's real download_and_prepare on a manual directory in
+    the offline corpus layout and reads the records back in file order: the same documents as
+    the files hold (read here with lzma + json), held-out `valid-*` files as `validation`."""
+    pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is an optional extra")
+    corpus = tmp_path / "corpus"
+    files = {
+        "books/shard-000.jsonl.xz": ["Call me Ishmael.", "It was the best of times.", "é ü ß"],
+        "books/valid-000.jsonl.xz": ["A held-out book."],
+        "notes/shard-000.jsonl": ["In the beginning.", "Second note.\n\nWith a paragraph."],
+        "notes/valid-000.jsonl": ["A held-out note."],
+    }
+    _write_corpus(corpus, files)
+    with open(corpus / "notes" / "shard-000.jsonl", "a") as f:
+        f.write("not json\n" + json.dumps({"body": "no text field"}) + "\n")
+    (corpus / "README.txt").write_text("not part of the corpus")
+    data_dir = tmp_path / "tfds"
+    spec = f"tfds:sinks_jax_corpus?manual_dir={corpus}&data_dir={data_dir}&format={file_format}"
+    src = get_source(spec)
+    expected_train = files["books/shard-000.jsonl.xz"] + files["notes/shard-000.jsonl"]
+    expected_valid = files["books/valid-000.jsonl.xz"] + files["notes/valid-000.jsonl"]
+    assert list(src.documents("train")) == expected_train
+    assert list(src.documents("valid")) == expected_valid
+    builder = src.builder()
+    assert builder.info.file_format.value == file_format
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 5, "validation": 2}
+    prepared = data_dir / "sinks_jax_corpus" / "default" / "1.0.0"
+    assert any(p.name.startswith(f"sinks_jax_corpus-train.{file_format}") for p in prepared.iterdir())
+
+    # Prepared once, it is read without the raw files (another host, a copied data_dir).
+    elsewhere = get_source(f"tfds:sinks_jax_corpus:validation?data_dir={data_dir}")
+    assert list(elsewhere.documents("train")) == expected_valid
+    sliced = get_source(f"tfds:sinks_jax_corpus:train[1:]?data_dir={data_dir}")
+    assert list(sliced.documents("train")) == expected_train[1:]
+    loader = make_loader(f"tfds:sinks_jax_corpus?data_dir={data_dir}", "byte", seq_len=16,
+                         batch_size=1, packing="concat", split="train", num_epochs=1,
+                         shuffle=False, process_index=0, process_count=1, progress=False)
+    first = next(loader)
+    assert bytes(first["tokens"][0].astype(np.uint8)).decode() == expected_train[0][:16]
+
+    # A changed corpus is not silently read from the old preparation; a new name prepares it.
+    _write_corpus(corpus, {"books/shard-001.jsonl.xz": ["A new book."]})
+    with pytest.raises(ValueError, match="prepared from other files"):
+        list(get_source(spec).documents("train"))
+    renamed = spec.replace("sinks_jax_corpus?", "sinks_jax_corpus/v2?")
+    assert list(get_source(renamed).documents("train"))[3] == "A new book."
+
+
+@pytest.mark.tfds
+def test_tfds_sources_say_how_to_prepare(tmp_path):
+    pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets is an optional extra")
+    with pytest.raises(FileNotFoundError, match=r"not prepared .* \?manual_dir=DIR .* \?download=1"):
+        list(get_source(f"tfds:sinks_jax_corpus?data_dir={tmp_path}").documents("train"))
+    _write_corpus(tmp_path / "c", {"shard-000.jsonl": ["only training text"]})
+    src = get_source(f"tfds:sinks_jax_corpus?manual_dir={tmp_path / 'c'}&data_dir={tmp_path}")
+    with pytest.raises(ValueError, match=r"no split 'validation'; it has \['train'\]"):
+        list(src.documents("valid"))
+    with pytest.raises(ValueError, match="format='parquet'"):
+        get_source("tfds:sinks_jax_corpus?format=parquet")
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        get_source(f"tfds:sinks_jax_corpus?manual_dir={tmp_path / 'missing'}")

@@ -72,9 +72,13 @@ def flash_backward_rule(*, scale, mask_type, sliding_window_length, res, grad_ou
 @pytest.fixture
 def fake_cudnn_layer(monkeypatch):
     """The private cuDNN layer, faked: forward = the xla backend, backward = the rule above.
-    Returns the call counts of the two."""
+    Returns the counts of their calls (traces) and of the backward's runs (executions: a
+    backward traced into a branch that is not taken does not run)."""
     layer = importlib.import_module(CUDNN_LAYER)
-    calls = {"forward": 0, "backward": 0}
+    calls = {"forward": 0, "backward": 0, "backward_runs": 0}
+
+    def count_run():
+        calls["backward_runs"] += 1
 
     def private(q, k, v, *, scale, mask_type, return_residual, sliding_window_length=None):
         assert mask_type == layer.MaskType.CAUSAL and return_residual
@@ -86,6 +90,7 @@ def fake_cudnn_layer(monkeypatch):
                  sliding_window_length, is_training, return_residual, res, grad_output):  # fmt: skip
         assert mask_type == layer.MaskType.CAUSAL and not return_residual and dropout_rate == 0
         calls["backward"] += 1
+        jax.debug.callback(count_run)
         return flash_backward_rule(scale=scale, mask_type=mask_type, res=res,
                                    sliding_window_length=sliding_window_length,
                                    grad_output=grad_output)  # fmt: skip
@@ -109,7 +114,9 @@ def test_cudnn_layer_path_keeps_the_float32_lse(fresh_record, fake_public_cudnn,
 def test_cudnn_vjp_takes_the_lse_cotangent(fake_cudnn_layer, window):
     """d/d(q, k, v) of a loss of the output and the LSE through the layer's one backward
     (with the LSE's cotangent folded into `out`) = autodiff of the explicit attention. float32
-    (the fake layer computes in float32; the real one needs bf16, tested on the GPU)."""
+    (the fake layer computes in float32; the real one needs bf16, tested on the GPU). The
+    second backward, for queries whose output has no cotangent, is traced but does not run
+    (every query's output enters this loss); tests/test_lse_gradients.py runs it."""
     q, k, v = qkv(jnp.float32, T=12)
 
     def loss(attend, q, k, v):
@@ -127,14 +134,14 @@ def test_cudnn_vjp_takes_the_lse_cotangent(fake_cudnn_layer, window):
     g_ref = jax.grad(functools.partial(loss, explicit), (0, 1, 2))(q, k, v)
     for a, b in zip(g, g_ref):  # float32 sums of <= 12 O(1) terms, twice: 1e-4.
         np.testing.assert_allclose(a, b, atol=1e-4)
-    assert fake_cudnn_layer == {"forward": 1, "backward": 1}
+    assert fake_cudnn_layer == {"forward": 1, "backward": 2, "backward_runs": 1}
 
 
 @pytest.mark.parametrize("variant", ["sink_logit", "softmax_plus_one", "kv_bias"])
 def test_cudnn_slot_variants_take_one_backward(monkeypatch, fake_cudnn_layer, variant):
     """The slot variants on the cudnn route (the slot merged through the LSE) train with the
-    kernel's one backward, and their gradients (q, k, v and the slot's parameters) are the
-    explicit path's. float32 through the dispatcher (the bf16 check is bypassed)."""
+    kernel's one backward (one run), and their gradients (q, k, v and the slot's parameters)
+    are the explicit path's. float32 through the dispatcher (the bf16 check is bypassed)."""
     from sinks_jax.model import variants
 
     def cudnn_any_dtype(q, k, v, seg=None, *, scale, global_first_key=False, window=None,
@@ -159,7 +166,7 @@ def test_cudnn_slot_variants_take_one_backward(monkeypatch, fake_cudnn_layer, va
     g_ref = jax.grad(functools.partial(loss, "xla"), (0, 1, 2, 3))(q, k, v, slot)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
         np.testing.assert_allclose(a, b, atol=1e-4)
-    assert fake_cudnn_layer == {"forward": 1, "backward": 1}
+    assert fake_cudnn_layer == {"forward": 1, "backward": 2, "backward_runs": 1}
 
 
 @pytest.mark.parametrize("break_layer", ["import", "attribute", "signature"])
@@ -216,6 +223,31 @@ def test_pallas_changed_signature_fails_with_the_checked_versions(monkeypatch):
     q, k, v = qkv(jnp.float32, T=16)
     with pytest.raises(RuntimeError, match=r"checked on jax 0\.10\.2 - 0\.11\.2.*blockwise"):
         fused.pallas_gpu_attention(q, k, v, scale=0.25, block_size=16, interpret=True)
+
+
+@pytest.mark.parametrize("change", ["signature", "unused"])
+def test_pallas_backward_without_its_row_term_fails_with_the_checked_versions(monkeypatch, change):
+    """The backward hands the kernel its row term (with the LSE's cotangent) through the
+    kernel's `_preprocess_backward`; on a jax whose backward no longer takes it from there
+    ("unused") or where it changed ("signature"), the backward fails naming the checked
+    versions instead of dropping the LSE's gradient. Traced only (make_jaxpr)."""
+    mod = fused._pallas_module()
+    if change == "signature":
+        monkeypatch.setattr(mod, "_preprocess_backward", lambda out, do: None)
+    else:
+
+        def backward_with_its_own_row_term(*, res, do, **kw):
+            return res[0], res[1], res[2], None
+
+        monkeypatch.setattr(mod, "_mha_backward", backward_with_its_own_row_term)
+    q, k, v = qkv(jnp.float32, T=16)
+
+    def lse_sum(q):
+        _, lse = fused.pallas_gpu_attention(q, k, v, scale=0.25, block_size=16, interpret=True)
+        return jnp.sum(lse)
+
+    with pytest.raises(RuntimeError, match=r"checked on jax 0\.10\.2 - 0\.11\.2.*blockwise"):
+        jax.make_jaxpr(jax.grad(lse_sum))(q)
 
 
 def test_gpu_marker_expression_unpins_the_cpu():

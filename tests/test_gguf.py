@@ -293,7 +293,7 @@ def test_byte_level_tokenizer_matches_transformers_gguf_tokenizer(tmp_path):
           "tokenizer.ggml.token_type": types, "tokenizer.ggml.bos_token_id": 0,
           "tokenizer.ggml.eos_token_id": 0}
     path = _write(tmp_path / "t.gguf", "llama", kv, {})
-    ours = gt.load_gguf_tokenizer(path)
+    ours = gg.load_gguf_tokenizer(path)
     ref = transformers.AutoTokenizer.from_pretrained(str(tmp_path), gguf_file="t.gguf")
     for text in ["the cat and the other", "  in er\nthe\t<|endoftext|>x", "ünïcödé 'll don't"]:
         assert ours.encode(text) == ref.encode(text, add_special_tokens=False), text

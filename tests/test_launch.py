@@ -158,7 +158,8 @@ def test_repro_script_plan_and_bad_input():
     # By default the script makes the tokenizer and corpus where the config looks for them.
     default = run(["bash", "launch/repro_h200.sh", "--budget", "60", "--dry-run"], env=env)
     first = shlex.split(default.stdout.splitlines()[0])
-    spec = importlib.util.spec_from_file_location("repro", os.path.join(ROOT, "configs", "repro.py"))
+    path = os.path.join(ROOT, "sinks_jax", "configs", "repro.py")
+    spec = importlib.util.spec_from_file_location("repro", path)
     repro = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(repro)
     assert f"--config.data.source={repro.SOURCE}" in first

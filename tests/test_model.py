@@ -294,7 +294,7 @@ def test_bf16_logits_option():
 
 
 def test_output_head_gradients_match_plain_matmul():
-    from sinks_jax.model.transformer import output_head
+    from sinks_jax.model.head import output_head
 
     h = jax.random.normal(jax.random.key(0), (2, 5, 16), jnp.bfloat16)
     w = jax.random.normal(jax.random.key(1), (16, 40), jnp.bfloat16)

@@ -11,7 +11,7 @@ import pytest
 
 from sinks_jax import analyze
 from sinks_jax.analysis import prompts
-from sinks_jax.data.prepare import main as prepare_main
+from sinks_jax.data.command import prepare_main
 from sinks_jax.train import checkpoint as ckpt_lib
 from sinks_jax.train import data as data_lib
 from sinks_jax.train import loop, report

@@ -80,3 +80,25 @@ def test_every_seconds_reads_the_environment(monkeypatch):
         monkeypatch.setenv(progress_lib.EVERY_ENV, bad)
         with pytest.raises(ValueError, match="SINKS_JAX_PROGRESS_EVERY"):
             progress_lib.every_seconds()
+
+
+def test_stage_prints_one_line_with_its_time():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    clock = FakeClock()
+    out = io.StringIO()
+    with progress_lib.stage("jacobian (last layer)", stream=out, clock=clock):
+        assert out.getvalue() == ""  # elsewhere than a terminal: one line, at the end
+        clock.t += 12.34
+    assert out.getvalue() == "jacobian (last layer): 12.3 s\n"
+    term = Terminal()
+    with progress_lib.stage("model", stream=term, clock=clock):
+        assert term.getvalue() == "model ..."  # a terminal sees the stage start
+        clock.t += 2.0
+    assert term.getvalue() == "model ...\rmodel: 2.0 s\033[K\n"
+    out = io.StringIO()
+    with pytest.raises(KeyError), progress_lib.stage("figures", stream=out, clock=clock):
+        raise KeyError("x")
+    assert out.getvalue() == ""  # a failed stage leaves the word to its error

@@ -14,7 +14,7 @@ from sinks_jax.train.main import load_config
 from sinks_jax.train.validate import validate_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PATH = os.path.join(ROOT, "configs", "repro.py")
+PATH = os.path.join(ROOT, "sinks_jax", "configs", "repro.py")
 
 
 def family():
@@ -65,7 +65,7 @@ def test_depth_and_packing_runs():
         validate_config(c, platform="gpu")
     with pytest.raises(ValueError, match="use key=value"):
         family().get_config("experiment=context,T=512")
-    with pytest.raises(ValueError, match="choose context, depth, packing or variants"):
+    with pytest.raises(ValueError, match="choose context, depth, packing, strong or"):
         family().get_config("experiment=width")
 
 
@@ -77,7 +77,7 @@ def test_variants_runs():
         "V_softmax_plus_one": ("softmax_plus_one", "cudnn", 2048),
         "V_gated": ("gated", "cudnn", 2048),
         "V_kv_bias": ("kv_bias", "cudnn", 2048),
-        "V_sigmoid": ("sigmoid", "blockwise", 2048),  # no sigmoid path in cuDNN.
+        "V_sigmoid": ("sigmoid", "pallas", 2048),  # no sigmoid path in cuDNN: its own kernels.
     }
     assert {c.sweep_key for c in runs.values()} == {"model.attention_variant"}
     assert len({c.tokens_per_step * c.num_steps for c in runs.values()}) == 1
@@ -85,6 +85,27 @@ def test_variants_runs():
         validate_config(c, platform="gpu")
     with pytest.raises(ValueError, match="variant='nope': choose one of"):
         family().get_config("experiment=variants,variant=nope")
+
+
+def test_strong_runs_are_the_fixed_bos_cell_at_two_contexts():
+    runs = configs("strong")
+    assert {n: (c.seq_len, c.seed) for n, c in runs.items()} == {
+        "T2048_s0": (2048, 0), "T2048_s1": (2048, 1), "T128_s0": (128, 0), "T128_s1": (128, 1),
+        "T2048_s2": (2048, 2), "T128_s2": (128, 2)}
+    for c in runs.values():
+        assert (c.data.packing, c.data.intra_doc, c.model.attention, c.sweep_key) == (
+            "fixed_bos", False, "cudnn", "seq_len")
+        assert (c.tokens_per_step, c.num_steps) == (2**17, 1200)
+        assert c.micro_batch_size * c.seq_len == 2**17
+        validate_config(c, platform="gpu")
+    # T2048_s0 is packing's causal_fixed_bos (committed in results/packing): the same run but
+    # for the report's sweep key.
+    same = configs("packing")["causal_fixed_bos"].to_dict()
+    strong = runs["T2048_s0"].to_dict()
+    assert {k for k in same if same[k] != strong[k]} == {"sweep_key"}
+    tiny = family().get_config("experiment=strong,size=tiny,seq_len=128")
+    assert (tiny.data.packing, tiny.seq_len) == ("fixed_bos", 32)
+    assert family().parse("experiment=strong,packing=causal_bos")["packing"] == "causal_bos"
 
 
 @pytest.mark.slow  # end to end: in the second CI stage
@@ -104,6 +125,12 @@ def test_tiny_run_writes_sink_profile_and_report(tmp_path):
     assert prof["num_sequences"] == config.eval_sink_sequences
     with np.load(os.path.join(workdir, "sink_scores.npz")) as f:
         scores = f["scores_nobos"]
+        doc_ids, loss_nobos = f["doc_ids"], f["loss_nobos"]
+    # each window's document and loss are kept; the intervals resample those documents
+    assert doc_ids.shape == loss_nobos.shape == (config.eval_sink_sequences,)
+    assert prof["num_documents"] == len(np.unique(doc_ids))
+    assert on_disk["window_loss"]["nobos"][0] == pytest.approx(on_disk["val_loss_nobos"], rel=1e-5)
+    assert on_disk["window_loss"]["documents"] == len(np.unique(doc_ids))
     L, H = config.model.num_layers, config.model.num_heads
     assert scores.shape == (L, config.eval_sink_sequences, H)
     nobos = on_disk["sink_profile"]["nobos"]["0.8"]
@@ -141,9 +168,14 @@ def test_sink_sequences_are_windows_of_held_out_documents(tmp_path):
     assert all(any(text(r) in d for d in held_out) for r in sets["nobos"])
     assert not any(any(text(r) in d for d in train) for r in sets["nobos"])
     assert len({text(r) for r in sets["nobos"]}) == 24  # distinct windows
+    # each window's document id names the held-out document it lies in
+    assert sets["doc_ids"].shape == (24,)
+    assert all(text(r) in held_out[d] for r, d in zip(sets["nobos"], sets["doc_ids"]))
+    assert set(sets["doc_ids"].tolist()) == {0, 1, 2}
     assert sum(any(d.startswith(text(r)) for d in held_out) for r in sets["nobos"]) < 24
     np.testing.assert_array_equal(sets["bos"][:, 0], 256)
     np.testing.assert_array_equal(sets["bos"][:, 1:], sets["nobos"][:, :-1])
     config.eval_sink_windows = False  # the literature's form: first tokens of each document
     starts = DataPipeline(config, micro_batch=4, accumulation=1).sink_eval_sequences(24, 16)
     assert sorted(text(r) for r in starts["nobos"]) == sorted(d[:16] for d in held_out)
+    assert all(held_out[d].startswith(text(r)) for r, d in zip(starts["nobos"], starts["doc_ids"]))

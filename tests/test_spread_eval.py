@@ -1,8 +1,10 @@
-"""The final perturbation-spread evaluation of a run (train/sink_eval.py, train/step.py)."""
+"""The final evaluations of a run: the perturbation spread and the sink scores
+(train/sink_eval.py, train/step.py)."""
 
 import numpy as np
 import pytest
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -82,3 +84,68 @@ def test_spread_eval_matches_two_separate_forward_passes():
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert got.shape == (3, 3, 12) and np.all(got[:, :, :6] == 0.0)
     assert np.all(got[-1, :, 7:] > 0)  # the change reaches later tokens through attention
+
+
+def test_sink_score_eval_is_bos_evals_score_without_the_head():
+    """`step.sink_score_eval` gives `bos_eval`'s scores of the same rows, from one pass that
+    never builds a `[N, T, V]` array (no output head, no loss)."""
+    cfg = ModelConfig(vocab_size=97, num_layers=2, d_model=32, num_heads=4, num_kv_heads=2,
+                      d_ff=64)  # fmt: skip
+    graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+    rows = jnp.asarray(sets(N=3, T=12)["bos"])
+    got = step_lib.sink_score_eval(graphdef, params, rows)
+    want = step_lib.bos_eval(graphdef, params, rows, rows)["scores_bos"]
+    assert got.shape == (2, 3, 4)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    logits_shape = "[3,12,97]"
+    assert logits_shape in str(jax.make_jaxpr(step_lib.bos_eval, static_argnums=0)(
+        graphdef, params, rows, rows))  # fmt: skip
+    assert logits_shape not in str(
+        jax.make_jaxpr(step_lib.sink_score_eval, static_argnums=0)(graphdef, params, rows)
+    )
+
+
+def test_final_evaluation_keeps_document_ids_and_window_losses(tmp_path):
+    """sink_scores.npz holds each window's document and mean losses; the profile, the loss
+    and the spread intervals resample documents: all windows in one document give a zero-width
+    interval, one document per window gives the interval over windows."""
+    from sinks_jax.records import scores as scores_lib
+
+    s = sets(N=6, T=10)
+    L, H = 2, 3
+    rng = np.random.default_rng(0)
+    fake_scores = {name: rng.uniform(0, 0.6, size=(L, 6, H)).astype(np.float32)
+                   for name in ("bos", "nobos")}  # fmt: skip
+    score_fn = lambda t: fake_scores["bos" if t[0, 0] == BOS else "nobos"]  # noqa: E731
+    loss = {"bos": rng.uniform(3, 4, 6), "nobos": rng.uniform(3, 5, 6)}
+    docs = np.array([4, 4, 9, 9, 9, 2])
+    prof = sink_eval.final_sink_profiles(score_fn, {**s, "doc_ids": docs}, out_dir=str(tmp_path),
+                                         num_resamples=200, window_loss=loss)
+    assert scores_lib.load_scores(str(tmp_path)).keys() == {"bos", "nobos"}
+    kept = scores_lib.load_windows(str(tmp_path))
+    np.testing.assert_array_equal(kept["doc_ids"], docs)
+    np.testing.assert_allclose(kept["loss"]["nobos"], loss["nobos"], rtol=1e-6)
+    assert prof["bos"]["0.3"]["num_documents"] == 3
+    want = analysis.sink_profile(fake_scores["bos"], 0.3, jax.random.key(0), num_resamples=200,
+                                 clusters=docs)
+    assert prof["bos"]["0.3"]["rate_low"] == pytest.approx(float(want["rate_low"]))
+    # Without document ids (older files): intervals over windows, no doc_ids in the file.
+    sink_eval.final_sink_profiles(score_fn, s, out_dir=str(tmp_path), num_resamples=50)
+    assert scores_lib.load_windows(str(tmp_path)) == {"doc_ids": None, "loss": {}}
+
+    got = sink_eval.final_window_losses(loss, {**s, "doc_ids": docs}, num_resamples=500)
+    assert got["documents"] == 3 and got["windows"] == 6
+    assert got["nobos_minus_bos"][0] == pytest.approx((loss["nobos"] - loss["bos"]).mean())
+    one_doc = sink_eval.final_window_losses(loss, {**s, "doc_ids": np.zeros(6)}, 500)
+    for k in ("bos", "nobos", "nobos_minus_bos"):
+        assert one_doc[k][1] == pytest.approx(one_doc[k][0]) == pytest.approx(one_doc[k][2])
+    per_window = sink_eval.final_window_losses(loss, {**s, "doc_ids": np.arange(6)}, 500)
+    mean, low, high = analysis.bootstrap_interval(loss["bos"], jax.random.key(0), 500)
+    assert per_window["bos"][1] == pytest.approx(float(low), rel=1e-6)
+
+    def fake(tokens_NxT, swapped_NxT):
+        return rng.uniform(size=(L + 1,) + tokens_NxT.shape)
+
+    spread = sink_eval.final_perturbation_spread(fake, {**s, "doc_ids": np.zeros(6)}, 100)
+    assert spread["bos"]["last_low"] == pytest.approx(spread["bos"]["last"], rel=1e-6)
+    assert spread["last_bos_minus_nobos"][1] == pytest.approx(spread["last_bos_minus_nobos"][2])

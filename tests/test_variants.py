@@ -265,13 +265,81 @@ def test_gate_matches_numpy():
     np.testing.assert_allclose(noop, 1 - g.mean(-1).transpose(0, 2, 1), atol=1e-6)
 
 
+def reference_gate(o, x, w, b):
+    """The gate as plain autodiff sees it (its formulation before its own VJP)."""
+    logits = jnp.einsum("btd,dhe->bthe", x, w, preferred_element_type=jnp.float32)
+    g = jax.nn.sigmoid(logits + b.astype(jnp.float32))
+    return (o.astype(jnp.float32) * g).astype(o.dtype), 1.0 - g.mean(-1).transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gate_vjp_matches_autodiff(dtype):
+    """The gate's own VJP against autodiff of the unfused formulation, for cotangents of the
+    output and of the noop mass: equal to float32 rounding in float32; in bf16 the logits'
+    cotangent enters the weight and input matmuls rounded to bf16 (autodiff runs them in
+    float32), so those agree to bf16 precision."""
+    dt = jnp.dtype(dtype)
+    ks = jax.random.split(jax.random.key(9), 6)
+    o = jax.random.normal(ks[0], (B, 6, H, D), dt)
+    x = jax.random.normal(ks[1], (B, 6, 16), dt)
+    w = (jax.random.normal(ks[2], (16, H, D)) * 0.3).astype(dt)
+    b = jax.random.normal(ks[3], (H, D), dt)
+    dout = jax.random.normal(ks[4], (B, 6, H, D), dt)
+    dnoop = jax.random.normal(ks[5], (B, H, 6))
+    @jax.jit
+    def both(*args):
+        (out, noop), vjp = jax.vjp(variants.gate, *args)
+        (ref, ref_noop), vjp_ref = jax.vjp(reference_gate, *args)
+        return (out, noop, ref, ref_noop), vjp((dout, dnoop)), vjp_ref((dout, dnoop))
+
+    (got, got_noop, want, want_noop), grads, grads_ref = both(o, x, w, b)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_noop, want_noop)
+    for name, g, r in zip(("o", "x", "w", "b"), grads, grads_ref):
+        assert g.dtype == r.dtype, name
+        g, r = np.asarray(g, np.float64), np.asarray(r, np.float64)
+        if dtype == "float32":
+            np.testing.assert_allclose(g, r, atol=1e-5, err_msg=name)
+        else:
+            assert np.linalg.norm(g - r) <= 1e-2 * np.linalg.norm(r), name
+
+
+def test_kv_slot_score_from_bf16_equals_the_float32_upcast():
+    """kv_bias's slot score, accumulated in float32 from bf16 q and k_b, equals the float32
+    dot of the upcast inputs (its formulation before), outputs and gradients."""
+    q, _, _, slot = inputs(11)
+    o, lse, _, _ = numpy_variant(q, *inputs(11)[1:3], "softmax")
+    o, lse = jnp.asarray(o, jnp.bfloat16), jnp.asarray(lse, jnp.float32)
+    qb, key, value = q.astype(jnp.bfloat16), slot["key"].astype(jnp.bfloat16), slot["value"]
+
+    def upcast(o, lse, q, key, value):
+        s = SCALE * jnp.einsum("bthd,hd->bht", q.astype(jnp.float32),
+                               jnp.repeat(key.astype(jnp.float32), H // K, axis=0))  # fmt: skip
+        return variants.merge_slot(o, lse, s, jnp.repeat(value, H // K, axis=0)[None, None])
+
+    def loss(f, *a):
+        out, lse2, mass = f(*a)
+        return jnp.sum(jnp.sin(out.astype(jnp.float32))) + jnp.sum(lse2) + jnp.sum(mass**2)
+
+    args = (o, lse, qb, key, value)
+    kv = lambda o, lse, q, key, value: variants.kv_slot(o, lse, q, key, value, scale=SCALE)
+    for got, want in zip(jax.jit(kv)(*args), jax.jit(upcast)(*args)):
+        np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                   atol=1e-6)  # fmt: skip
+    g_new = jax.jit(jax.grad(functools.partial(loss, kv), (0, 1, 2, 3, 4)))(*args)
+    g_old = jax.jit(jax.grad(functools.partial(loss, upcast), (0, 1, 2, 3, 4)))(*args)
+    for a, b in zip(g_new, g_old):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                   atol=1e-5, rtol=1e-2)  # fmt: skip
+
+
 def test_rejections_name_the_value_and_the_fix():
     with pytest.raises(ValueError, match=r"attention_variant='nope' is not one of"):
         ModelConfig(attention_variant="nope")
-    for backend in ("cudnn", "pallas"):
-        with pytest.raises(ValueError, match=rf"attention='{backend}' has no sigmoid attention.*"
-                           r"backends that can: \['xla', 'blockwise'\]"):  # fmt: skip
-            ModelConfig(attention=backend, dtype="bfloat16", attention_variant="sigmoid")
+    with pytest.raises(ValueError, match=r"attention='cudnn' has no sigmoid attention.*"
+                       r"backends that can: \['xla', 'blockwise', 'pallas'\]"):  # fmt: skip
+        ModelConfig(attention="cudnn", dtype="bfloat16", attention_variant="sigmoid")
+    ModelConfig(attention="pallas", dtype="bfloat16", attention_variant="sigmoid")
     for variant in ("sink_logit", "softmax_plus_one", "gated", "kv_bias"):
         ModelConfig(attention="cudnn", dtype="bfloat16", attention_variant=variant)
     q, k, v, _ = inputs()

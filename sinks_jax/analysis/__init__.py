@@ -35,6 +35,7 @@ from sinks_jax.analysis.spread import (
     drop_prefix,
     perturbation_divergence,
     relative_divergence,
+    spread_ratio,
     swap_span,
     swap_token,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "sink_scores",
     "sink_scores_from_column",
     "sink_value_ratio",
+    "spread_ratio",
     "swap_span",
     "swap_token",
     "value_norms",

@@ -97,18 +97,20 @@ def sink_rate_per_head(scores_LxBxH: Array, eps: float | Array) -> Array:
     return jnp.mean(sink_indicator(scores_LxBxH, eps), axis=1)
 
 
-@functools.partial(jax.jit, static_argnames=("num_resamples", "level"))
 def sink_profile(
     scores_LxBxH: Array,
     eps: float | Array,
     key: Array,
     num_resamples: int = 1000,
     level: float = 0.95,
+    clusters=None,
 ) -> dict[str, Array]:
-    """The sink rate with percentile bootstrap intervals over sequences, per layer and head.
+    """The sink rate with percentile bootstrap intervals, per layer and head.
 
-    Sequences (axis 1) are resampled with replacement; every statistic below is a mean over
-    sequences and uses the same resamples (see `sinks_jax.analysis.bootstrap`).
+    Sequences (axis 1) are resampled with replacement, or, with `clusters` (one id per
+    sequence: the document it was cut from), whole documents are (the cluster bootstrap);
+    every statistic below is a mean over sequences and uses the same resamples (see
+    `sinks_jax.analysis.bootstrap`).
 
     Args:
       scores_LxBxH: per-sequence sink scores from `sink_scores` / `sink_scores_from_column`.
@@ -116,6 +118,7 @@ def sink_profile(
       key: PRNG key of the resampling (the same key gives the same intervals).
       num_resamples: R, bootstrap resamples.
       level: coverage of the intervals (0.95: the 2.5 % and 97.5 % quantiles).
+      clusters: `[B]` document ids (None: sequences are independent).
 
     Returns a dict of float32 arrays; `*_low`/`*_high` are the interval of the statistic:
       `rate`, `rate_low`, `rate_high`: scalars, the sink rate (as `sink_rate`);
@@ -125,14 +128,20 @@ def sink_profile(
         head is a sink (as `sink_rate_per_head`);
       `score`, `score_low`, `score_high`: scalars, mean alpha over sequences, layers, heads;
       `head_score`: `[L, H]` mean alpha per head; `max_head_score`: its maximum;
-      `num_sequences`: B.
+      `num_sequences`: B; `num_documents`: the clusters resampled (B without `clusters`).
 
-    Jitted (one compilation per shape, `num_resamples` and `level`).
+    Jitted (one compilation per shape, `num_resamples`, number of documents and `level`).
     """
+    index_B, num_docs = bootstrap.cluster_index(clusters, scores_LxBxH.shape[1])
+    return _sink_profile(scores_LxBxH, eps, key, index_B, num_resamples, num_docs, level)
+
+
+@functools.partial(jax.jit, static_argnames=("num_resamples", "num_docs", "level"))
+def _sink_profile(scores_LxBxH, eps, key, index_B, num_resamples, num_docs, level):
     B = scores_LxBxH.shape[1]
     scores_BxLxH = jnp.moveaxis(scores_LxBxH.astype(jnp.float32), 1, 0)
     sink_BxLxH = sink_indicator(scores_BxLxH, eps)
-    counts_RxB = bootstrap.resample_counts(key, num_resamples, B)
+    counts_RxB = bootstrap.cluster_resample_counts(key, num_resamples, index_B, num_docs)
     head_RxLxH = bootstrap.bootstrap_means(sink_BxLxH, counts_RxB)
     score_RxLxH = bootstrap.bootstrap_means(scores_BxLxH, counts_RxB)
     out: dict[str, Array] = {}
@@ -147,4 +156,5 @@ def sink_profile(
     out["head_score"] = scores_BxLxH.mean(axis=0)
     out["max_head_score"] = out["head_score"].max()
     out["num_sequences"] = jnp.asarray(B, jnp.float32)
+    out["num_documents"] = jnp.asarray(num_docs, jnp.float32)
     return out

@@ -12,8 +12,11 @@ With and without `<bos>`: run the text with a leading `<bos>` (length n+1) and w
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -67,3 +70,42 @@ def relative_divergence(div_Lp1xBxT: Array, hidden_Lp1xBxTxD: Array) -> Array:
     """`[L+1, B, T]`: divergence divided by the unperturbed norm `||v_j^(l)||` (0 where it is 0)."""
     norm = jnp.linalg.norm(hidden_Lp1xBxTxD.astype(jnp.float32), axis=-1)
     return jnp.where(norm > 0, div_Lp1xBxT / jnp.where(norm > 0, norm, 1.0), 0.0)
+
+
+def spread_ratio(
+    div_with_LxT, div_without_LxT, start: int, seed: int = 0, num_resamples: int = 1000,
+    level: float = 0.95,
+):
+    """Per layer, the mean spread over text positions `start..T-1` with `<bos>` divided by the
+    mean without it, and a percentile bootstrap interval over those positions (paired: each
+    resample draws the same positions for both reads). numpy in, numpy out: `(ratio_L, low_L,
+    high_L)`, NaN where the spread without `<bos>` is 0 (the embeddings' row).
+
+    Args:
+      div_with_LxT, div_without_LxT: spread maps indexed by the same text tokens (drop the
+        `<bos>` column first, `drop_prefix`).
+      start: the first position after the swap (the change reaches it only through attention).
+
+    The positions of one prompt are not independent draws, so the interval says how much the
+    ratio varies along this prompt, not across prompts.
+    """
+    a = np.asarray(div_with_LxT, np.float64)[:, start:]
+    b = np.asarray(div_without_LxT, np.float64)[:, start:]
+    if a.shape != b.shape or a.shape[1] == 0:
+        raise ValueError(f"spread_ratio: maps {a.shape} and {b.shape} after position {start} "
+                         "must have the same shape and at least one position.")
+    rng = np.random.default_rng(seed)
+    weights_RxN = np.zeros((num_resamples, a.shape[1]))
+    draws = rng.integers(0, a.shape[1], size=(num_resamples, a.shape[1]))
+    np.add.at(weights_RxN, (np.arange(num_resamples)[:, None], draws), 1.0)
+
+    def ratio(num, den):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+    ratio_L = ratio(a.mean(axis=1), b.mean(axis=1))
+    resampled_RxL = ratio(weights_RxN @ a.T, weights_RxN @ b.T)  # the weights' sums cancel
+    tail = 100 * (1.0 - level) / 2.0
+    with warnings.catch_warnings():  # a layer where every resample is NaN stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low_L, high_L = np.nanpercentile(resampled_RxL, [tail, 100 - tail], axis=0)
+    return ratio_L, low_L, high_L

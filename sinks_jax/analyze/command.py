@@ -7,6 +7,8 @@
 Writes `report.json` (every number and the settings that produced it) and PNG figures:
 sink-score heatmap, sink rate per layer, perturbation spread with and without `<bos>`,
 Jacobian sensitivity beside the path bound, value norms of the sink token vs the rest.
+`attention_maps.npz` holds the per-head maps of the first `--maps` windows of each layout;
+`--html` also writes `report.html`, an interactive page that opens from disk.
 
 Sequences: "with_bos" is `<bos>` followed by the first T-1 prompt tokens; "text_only" is the
 first T prompt tokens. Prompts shorter than T are skipped (`--short skip`, the default) or
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -34,24 +37,46 @@ from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.analyze.figures import write_figures
 from sinks_jax.analyze.inputs import choose_prompts, choose_swap, load_prompts, make_sequences
 from sinks_jax.analyze.loading import load_model
+from sinks_jax.analyze.maps import attention_maps, save_maps
 from sinks_jax.analyze.measurements import (
     bos_loss_report,
     long_context_report,
     sink_report,
     spread_report,
 )
-from sinks_jax.progress import progress
+from sinks_jax.progress import stage
+
+
+# Output directions of the Jacobian estimate: a relative sd of at most sqrt(2/64) = 18 % on
+# each squared norm (9 % on the norm), for 64 backward passes whatever the width.
+JACOBIAN_DIRECTIONS = 64
+
+
+def _directions(text: str) -> int | None:
+    """`--jacobian-directions`: a whole number >= 1, or 'all' (None: exact)."""
+    if text == "all":
+        return None
+    try:
+        return cli_args.whole(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a whole number >= 1 nor 'all'"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli_args.ArgumentParser(
         prog="sinks-jax analyze",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--workdir", help="a training run's workdir (latest checkpoint is used)")
-    src.add_argument("--hf", help="a Hugging Face checkpoint folder (config.json, safetensors)")
+    src.add_argument(
+        "--hf",
+        help="a pretrained model: a GGUF file (.gguf, e.g. from `sinks-jax models fetch`), a "
+        "folder holding one, or a Hugging Face checkpoint folder (config.json, *.safetensors)",
+    )
     src.add_argument(
         "--init-hf-config",
         help="a randomly initialised model of a Hugging Face shape: a config.json path, or "
@@ -76,19 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--num-prompts",
-        type=int,
-        default=170,
-        help="prompts drawn with --prompts-source (default 170, as the paper)",
+        type=cli_args.whole(1),
+        default=None,
+        help="use the first N prompts of any source (default: every prompt of a --prompts file "
+        "or of the built-in set; 170 drawn from a source, as the paper)",
     )
     cli_args.add_seq_len(p, 64, "tokens per sequence T")
     p.add_argument(
         "--eps",
-        type=float,
+        type=cli_args.number(0, 1, low_open=True),
         nargs="+",
         default=[0.3, 0.8],
         help="sink-rate thresholds (default 0.3 0.8)",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    p.add_argument(
+        "--batch-size", type=cli_args.whole(1), default=8, help="sequences per forward pass"
+    )
     cli_args.add_tokenizer(
         p, note="with --workdir the run's own tokenizer is used, with --hf the checkpoint's"
     )
@@ -100,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--spread-len",
-        type=int,
+        type=cli_args.whole(1),
         default=128,
         help="text tokens of the perturbation prompt (default 128)",
     )
@@ -126,14 +154,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jacobian-chunk",
-        type=int,
+        type=cli_args.whole(1),
         default=64,
         help="output directions per backward batch (lower it if memory is short)",
     )
     p.add_argument(
+        "--jacobian-directions",
+        type=_directions,
+        default=JACOBIAN_DIRECTIONS,
+        metavar="K|all",
+        help="output directions per measured layer: K random orthonormal ones give an unbiased "
+        "estimate at K/D of the cost of the exact 'all' (one backward pass each; default "
+        f"{JACOBIAN_DIRECTIONS}, exact for d_model <= {JACOBIAN_DIRECTIONS})",
+    )
+    p.add_argument(
         "--skip-jacobian",
         action="store_true",
-        help="skip the Jacobian (D backward passes; slow on large models)",
+        help="skip the Jacobian sensitivity and the path bound",
     )
     p.add_argument(
         "--no-bos", action="store_true", help="the tokenizer has no <bos>: analyse text only"
@@ -145,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--long-context",
-        type=int,
+        type=cli_args.whole(2),
         nargs="+",
         default=[],
         help="also measure sinks at each of these many tokens (the prompts joined) through "
@@ -163,7 +200,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="fused backend for --long-context (default: cudnn on GPU, blockwise elsewhere)",
     )
     cli_args.add_out(p, "output folder for report.json and figures")
-    p.add_argument("--seed", type=int, default=0, help="init seed for --init-tiny")
+    p.add_argument(
+        "--maps",
+        type=cli_args.whole(0),
+        default=2,
+        help="windows per layout whose per-head attention maps are saved to "
+        "attention_maps.npz (float16; default 2, 0: none)",
+    )
+    p.add_argument(
+        "--map-tokens",
+        type=cli_args.whole(2),
+        default=128,
+        help="saved maps keep the first N tokens of each window (exact under causal "
+        "attention; default 128)",
+    )
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write report.html: an interactive page of the report that opens from disk",
+    )
+    p.add_argument(
+        "--seed", type=cli_args.whole(0), default=0, help="init seed of the random models"
+    )
     return p
 
 
@@ -173,11 +231,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: must be at least 1.")
     t0 = time.time()
-    loaded = load_model(args)
+    with stage("model"):
+        loaded = load_model(args)
     model, tok, run_config = loaded.model, loaded.tokenizer, loaded.run_config
     cfg = model.config
     bos_id = None if args.no_bos else getattr(tok, "bos_id", None)
-    token_lists, prompts_desc = choose_prompts(args, tok, run_config)
+    with stage("prompts"):
+        token_lists, prompts_desc = choose_prompts(args, tok, run_config)
     max_id = max((max(t) for t in token_lists if t), default=-1)
     if max_id >= cfg.vocab_size or (bos_id is not None and bos_id >= cfg.vocab_size):
         raise ValueError(
@@ -211,7 +271,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.long_context:
             raise ValueError("--long-context-only needs --long-context N [N ...].")
         return _finish(args, report, t0, long_context_reports(model, token_lists, bos_id, args))
-    for name, prefix in progress(layouts.items(), desc="sinks", unit="layout"):
+    maps: dict[str, Any] = {}
+    for name, prefix in layouts.items():
         tokens, valid, kept = make_sequences(
             token_lists,
             args.seq_len,
@@ -226,31 +287,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{args.seq_len} tokens (lengths {lengths[:5]}...{lengths[-1]}); "
                 "use --short pad or a smaller --seq-len."
             )
-        res = sink_report(model, tokens, valid, args.eps, args.batch_size, desc=name)
+        with stage(f"sinks, {name} ({len(kept)} sequences of {args.seq_len} tokens)"):
+            res = sink_report(model, tokens, valid, args.eps, args.batch_size, desc=name)
         res["kept_prompt_indices"] = kept
         report["sinks"][name] = res
+        if args.maps:
+            maps[name], res["attention_maps"] = attention_maps(
+                model, tok, tokens, valid, args.maps, args.map_tokens, name, prefix is not None
+            )
     settings["num_sequences"] = report["sinks"]["text_only"]["num_sequences"]
     report["spread"] = spread_report(model, tok, bos_id, args)
     if args.loss_file:
         if bos_id is None:
             raise ValueError("--loss-file compares with and without <bos>; the tokenizer has none.")
         loss_tokens = [tok.encode(t) for t in load_prompts(args.loss_file)]
-        report["bos_loss"] = bos_loss_report(
-            model, loss_tokens, bos_id, args.seq_len, args.batch_size
-        )
+        with stage("loss with and without <bos>"):
+            report["bos_loss"] = bos_loss_report(
+                model, loss_tokens, bos_id, args.seq_len, args.batch_size
+            )
         settings["loss_file"] = args.loss_file
     long_context = long_context_reports(model, token_lists, bos_id, args)
     os.makedirs(args.out, exist_ok=True)
-    report["figures"] = [os.path.basename(p) for p in write_figures(report, args.out)]
+    save_maps(args.out, maps)
+    with stage("figures"):
+        report["figures"] = [os.path.basename(p) for p in write_figures(report, args.out)]
     return _finish(args, report, t0, long_context)
 
 
 def long_context_reports(model, token_lists, bos_id, args) -> list[dict[str, Any]]:
     """One `long_context_report` per --long-context length, shortest first."""
-    return [
-        long_context_report(model, token_lists, bos_id, n, args.long_backend, args.eps)
-        for n in sorted(args.long_context)
-    ]
+    reports = []
+    for n in sorted(args.long_context):
+        with stage(f"long context, T = {n}"):
+            reports.append(
+                long_context_report(model, token_lists, bos_id, n, args.long_backend, args.eps)
+            )
+    return reports
 
 
 def _finish(args, report: dict[str, Any], t0: float, long_context: list) -> dict[str, Any]:
@@ -289,7 +361,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{lc['seconds_incl_compile']} s; peak {lc['peak_device_bytes']} bytes"
         )
     figures = len(report.get("figures", []))
-    print(f"wrote {os.path.join(args.out, 'report.json')} and {figures} figures")
+    seconds = report["settings"]["seconds"]
+    print(f"wrote {os.path.join(args.out, 'report.json')} and {figures} figures ({seconds:.0f} s)")
+    if args.html:
+        from sinks_jax.html import write_analyze_page
+
+        words = ["analyze", *(sys.argv[1:] if argv is None else argv)]
+        page = write_analyze_page(
+            [os.path.join(args.out, "report.json")], command="sinks-jax " + shlex.join(words)
+        )
+        print(f"wrote {page}")
     return 0
 
 

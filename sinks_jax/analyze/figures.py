@@ -7,12 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax import plots
+from sinks_jax import analysis, plots
 
 
 def _caption(settings: dict[str, Any]) -> str:
+    """The figures' footer: the model's file name (not the path it was read from: figures
+    carry no machine's paths) and the measurement's settings."""
     keys = ("model", "seq_len", "num_sequences", "short", "eps")
-    return "  ".join(f"{k}={settings[k]}" for k in keys if k in settings)
+    shown = dict(settings)
+    if "model" in shown:
+        shown["model"] = os.path.basename(str(shown["model"]).split(":", 1)[-1].rstrip("/"))
+    return "  ".join(f"{k}={shown[k]}" for k in keys if k in shown)
 
 
 def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
@@ -25,7 +30,7 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
             np.asarray(sinks["sink_score_mean_LxH"]),
             os.path.join(out_dir, "sink_scores.png"),
             caption=cap,
-            title=f"Sink score alpha_0 ({main_key}, mean over prompts)",
+            title=rf"Sink score $\alpha_0$ ({main_key}, mean over prompts)",
         ),
         plots.sink_rate_per_layer(
             {
@@ -47,6 +52,11 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
     spread = report["spread"]
     without = np.asarray(spread["divergence_without_bos_Lp1xT"])
     with_bos = np.asarray(spread.get("divergence_with_bos_Lp1xT", np.zeros_like(without)))
+    ratio_L = None
+    if "divergence_with_bos_Lp1xT" in spread:  # per layer, with / without <bos>, after the swap
+        after = max(spread.get("changed_positions") or [spread["swap_position"]]) + 1
+        if after < without.shape[1]:
+            ratio_L = analysis.spread_ratio(with_bos, without, after)
     spread_cap = (
         cap + f"  swap '{spread['old']}'->'{spread['new']}' at token {spread['swap_position']}"
     )
@@ -57,6 +67,7 @@ def write_figures(report: dict[str, Any], out_dir: str) -> list[str]:
             os.path.join(out_dir, "spread.png"),
             swap_position=spread["swap_position"],
             token_labels=spread["token_labels"],
+            ratio_L=ratio_L,
             caption=spread_cap,
         )
     )

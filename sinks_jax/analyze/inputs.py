@@ -13,10 +13,12 @@ import numpy as np
 
 from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.data import tokenizers
+from sinks_jax.pretrained import gguf  # noqa: F401  (registers the `gguf:` tokenizer kind)
 
 
 def load_tokenizer(spec: Any) -> Any:
-    """A tokenizer from its spec (`byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`).
+    """A tokenizer from its spec (`byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`,
+    `gguf:PATH.gguf`).
 
     Any object with `encode(str) -> list[int]`, `decode`, `vocab_size`, `bos_id`, `pad_id`
     (e.g. the one `sinks_jax.hf.load` returns) is passed through.
@@ -128,17 +130,19 @@ def choose_prompts(
     the run's own held-out documents (a model trained on synthetic data has never seen
     English), else the built-in paragraphs. Sets the perturbation prompt to the first drawn
     document. `prepared:DIR` sources are read as stored, without re-tokenising."""
-    if args.prompts:
-        return [tok.encode(t) for t in load_prompts(args.prompts)], f"file:{args.prompts}"
-    if args.prompts_source is None and run_config is None:
-        return [tok.encode(t) for t in load_prompts(None)], "built-in paragraphs"
+    limit = getattr(args, "num_prompts", None)  # the first N prompts of any source
+    first = "" if limit is None else f"first {limit} of "
+    if args.prompts or (args.prompts_source is None and run_config is None):
+        texts = load_prompts(args.prompts)[:limit]
+        where = f"file:{args.prompts}" if args.prompts else "built-in paragraphs"
+        return [tok.encode(t) for t in texts], first + where
     from_run = args.prompts_source in (None, "run")
     if from_run and run_config is None:
         raise ValueError("--prompts-source run needs --workdir (the run's data.source).")
     spec = _run_source(run_config) if from_run else args.prompts_source
     min_tokens = 0 if args.short == "pad" else args.seq_len
     try:
-        token_lists = prompts_from_source(spec, args.num_prompts, min_tokens, tok)
+        token_lists = prompts_from_source(spec, limit or 170, min_tokens, tok)
     except (ValueError, FileNotFoundError) as e:
         if args.prompts_source is not None:
             raise

@@ -19,7 +19,7 @@ from sinks_jax.analysis import prompts as builtin_prompts
 from sinks_jax.analyze.inputs import choose_swap
 from sinks_jax.model import Transformer, fused, sink_query_mask
 from sinks_jax.model.surgery import received_attention_model, residual_stream_fn, with_backend
-from sinks_jax.progress import progress
+from sinks_jax.progress import progress, stage
 
 
 def batch_statistics(
@@ -170,44 +170,75 @@ def spread_report(model: Transformer, tok: Any, bos_id: int | None, args) -> dic
         "num_text_tokens": n,
         "swap_position": pos,
         "changed_positions": changed,
-        "divergence_without_bos_Lp1xT": divergence([]).tolist(),
     }
-    if bos_id is not None:
-        out["divergence_with_bos_Lp1xT"] = divergence([bos_id]).tolist()
+    with stage(f"perturbation spread ({n} tokens, token {pos} swapped)"):
+        out["divergence_without_bos_Lp1xT"] = divergence([]).tolist()
+        if bos_id is not None:
+            out["divergence_with_bos_Lp1xT"] = divergence([bos_id]).tolist()
 
     out["token_labels"] = [tok.decode([t]) for t in base]
     prefix = [bos_id] if bos_id is not None else []
-    out["collapse_vs_length"] = collapse_vs_length(model, hidden_fn, prefix + base)
+    with stage("representational collapse against length"):
+        out["collapse_vs_length"] = collapse_vs_length(model, hidden_fn, prefix + base)
     out["collapse_vs_length"]["sequence"] = "with_bos" if prefix else "text_only"
     if args.skip_jacobian:
         return out
-    # Jacobian sensitivity of the last token to every source, and the path bound beside it.
+    out["jacobian"] = jacobian_report(model, hidden_fn, bos_id, base, args)
+    return out
+
+
+def jacobian_report(model: Transformer, hidden_fn, bos_id: int | None, base: list[int], args):
+    """Jacobian sensitivity of the last token of the perturbation prompt to every source
+    (exact, or estimated from --jacobian-directions random directions), and the path bound."""
     seq = ([bos_id] if bos_id is not None else []) + base
     tokens = jnp.asarray([seq], jnp.int32)
-    # The explicit backend in float32: full maps for the bound, a plain XLA graph that vmap can
-    # batch (fused kernels may lack batching rules for their backward pass), and derivatives
-    # not rounded to bfloat16.
-    xla_model = with_backend(model, "xla", "float32")
-    forward_fn, params = residual_stream_fn(xla_model)
-    emb = hidden_fn(xla_model, tokens)[0, 0]  # [T, D]
     target = len(seq) - 1
     layers = None if args.jacobian_layers == "all" else [-1]
-    sens = jax.jit(
-        functools.partial(
-            analysis.jacobian_sensitivity, forward_fn, layers=layers, chunk_size=args.jacobian_chunk
+    D = model.config.d_model
+    K = getattr(args, "jacobian_directions", None)  # None: exact
+    K = None if K is None or K >= D else K
+    n_layers = (model.config.num_layers + 1) if layers is None else 1
+    which = "every layer" if layers is None else "last layer"
+    how = f"{D} directions, exact" if K is None else f"{K} of {D} directions, estimated"
+    with stage(f"jacobian ({which}, {how}: {n_layers * (K or D)} backward passes)"):
+        # The explicit backend in float32: full maps for the bound, a plain XLA graph that
+        # vmap can batch (fused kernels may lack batching rules for their backward pass), and
+        # derivatives not rounded to bfloat16.
+        xla_model = with_backend(model, "xla", "float32")
+        forward_fn, params = residual_stream_fn(xla_model)
+        emb = hidden_fn(xla_model, tokens)[0, 0]  # [T, D]
+        sens = jax.jit(
+            functools.partial(
+                analysis.jacobian_sensitivity,
+                forward_fn,
+                layers=layers,
+                chunk_size=args.jacobian_chunk,
+                num_directions=K,
+            )
+        )(params, emb, target)
+        sens = np.asarray(sens)
+    with stage("path bound"):
+        probs = nnx.jit(lambda m, t: m(t, collect=("attn_probs",))[1]["attn_probs"])(
+            xla_model, tokens
         )
-    )(params, emb, target)
-    probs = nnx.jit(lambda m, t: m(t, collect=("attn_probs",))[1]["attn_probs"])(xla_model, tokens)
-    bound = analysis.path_bound(probs)[0, target]
-    out["jacobian"] = {
+        bound = np.asarray(analysis.path_bound(probs)[0, target])
+    return {
         "sequence": "with_bos" if bos_id is not None else "text_only",
         "compute": "attention=xla, dtype=float32",
         "target": target,
         "layers": "all (0 = embeddings)" if layers is None else "last",
-        "sensitivity_NxT": np.asarray(sens).tolist(),
-        "path_bound_T": np.asarray(bound).tolist(),
+        "directions": D if K is None else K,
+        "exact": K is None,
+        "method": (
+            "every output direction (exact)"
+            if K is None
+            else f"{K} random orthonormal output directions per layer (key 0): an unbiased "
+            f"estimate of each squared norm, relative sd <= sqrt(2/{K}); exact with "
+            "--jacobian-directions all"
+        ),
+        "sensitivity_NxT": sens.tolist(),
+        "path_bound_T": bound.tolist(),
     }
-    return out
 
 
 def bos_loss_report(
@@ -233,7 +264,7 @@ def bos_loss_report(
         return nll_w.sum(), nll_t.sum(), hit_w.sum(), hit_t.sum()
 
     totals = np.zeros(4)
-    for i in progress(range(0, len(rows), batch), desc="loss", unit="batch"):
+    for i in progress(range(0, len(rows), batch), desc="loss", unit="batch", leave=False):
         totals += np.asarray(losses(model, with_bos[i : i + batch], x_NxT[i : i + batch]), float)
     n = len(rows) * (seq_len - 1)
     return {

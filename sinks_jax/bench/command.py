@@ -6,6 +6,8 @@
     sinks-jax bench analysis   [--seq-lens 8192 32768 131072] [--model paper_120m|llama8b]
     sinks-jax bench scaling    (the train mode on 1 and on all local devices, same per-device batch)
     sinks-jax bench compile    [--depths 2 12 48] (compile time of the forward pass against depth)
+    sinks-jax bench stream     [--window 1024 --sinks 4 --streams 64] (sink-cache reading:
+                               all queries at once, token-by-token decoding, decoding memory)
     add --quick for a seconds-long CPU smoke run; --out FILE.json for the full records.
 
 Each mode prints a table and writes JSON records (device, versions, settings, figures). Times
@@ -33,6 +35,7 @@ from sinks_jax.bench.attention import bench_attention
 from sinks_jax.bench.breakdown import bench_breakdown
 from sinks_jax.bench.compile import bench_compile
 from sinks_jax.bench.scaling import bench_scaling
+from sinks_jax.bench.stream import bench_stream
 from sinks_jax.bench.train import bench_train
 
 
@@ -55,33 +58,36 @@ def environment() -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = cli_args.ArgumentParser(
         prog="sinks-jax bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "mode", choices=("train", "attention", "analysis", "scaling", "breakdown", "compile")
+        "mode",
+        choices=("train", "attention", "analysis", "scaling", "breakdown", "compile", "stream"),
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
     p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
     cli_args.add_out(p, "write the records as JSON here", required=False)
     p.add_argument("--backends", nargs="*", default=None, help="train: none = packed cases only")
-    p.add_argument("--seq-lens", nargs="+", type=int, default=None)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--block-size", type=int, default=512, help="blockwise backend tile")
+    p.add_argument("--seq-lens", nargs="+", type=cli_args.whole(2), default=None)
+    p.add_argument("--iters", type=cli_args.whole(1), default=10)
+    p.add_argument("--warmup", type=cli_args.whole(0), default=2)
+    p.add_argument(
+        "--block-size", type=cli_args.whole(1), default=512, help="blockwise backend tile"
+    )
     # attention mode
-    p.add_argument("--tokens", type=int, default=65536, help="B = tokens // T")
-    p.add_argument("--heads", type=int, default=12)
-    p.add_argument("--kv-heads", type=int, default=1)
-    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--tokens", type=cli_args.whole(1), default=65536, help="B = tokens // T")
+    p.add_argument("--heads", type=cli_args.whole(1), default=12)
+    p.add_argument("--kv-heads", type=cli_args.whole(1), default=1)
+    p.add_argument("--head-dim", type=cli_args.whole(1), default=64)
     p.add_argument("--dtype", default="bfloat16")
     # train / scaling mode
     p.add_argument(
         "--config",
         default="configs/paper_120m.py",
-        help="train config (relative: the current directory, else the repository's configs/)",
+        help="train config: a file, or a built-in config's name (sinks_jax/configs/)",
     )
     cli_args.add_seq_len(p, 2048, "train, breakdown, compile: tokens per row T")
     p.add_argument("--logits-dtype", default="", help="train: override model.logits_dtype")
@@ -99,8 +105,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="train, scaling: config overrides, e.g. model.scan_unroll=12",
     )
-    p.add_argument("--micro-batch", type=int, default=0, help="override micro_batch_size")
-    p.add_argument("--tokens-per-step", type=int, default=0, help="override tokens_per_step")
+    p.add_argument(
+        "--micro-batch", type=cli_args.whole(0), default=0, help="override micro_batch_size"
+    )
+    p.add_argument(
+        "--tokens-per-step", type=cli_args.whole(0), default=0, help="override tokens_per_step"
+    )
     p.add_argument(
         "--packed-backend",
         default="pallas",
@@ -113,12 +123,26 @@ def _parser() -> argparse.ArgumentParser:
         default=["intra_bos"],
         help="train: packed cells timed (intra_fixed_bos: key 0 visible to every document)",
     )
-    p.add_argument("--devices", type=int, default=0, help="train mode: devices (default 1)")
-    p.add_argument("--per-device-batch", type=int, default=0, help="scaling: rows per device")
-    p.add_argument("--accumulation", type=int, default=1, help="scaling: micro-steps")
-    p.add_argument("--depths", nargs="+", type=int, default=[2, 12, 48], help="compile mode")
+    p.add_argument(
+        "--devices", type=cli_args.whole(0), default=0, help="train mode: devices (default 1)"
+    )
+    p.add_argument(
+        "--per-device-batch", type=cli_args.whole(0), default=0, help="scaling: rows per device"
+    )
+    p.add_argument(
+        "--accumulation", type=cli_args.whole(1), default=1, help="scaling: micro-steps"
+    )
+    p.add_argument(
+        "--depths", nargs="+", type=cli_args.whole(1), default=[2, 12, 48], help="compile mode"
+    )
     # analysis mode
     p.add_argument("--model", choices=("paper_120m", "llama8b"), default="paper_120m")
+    # stream mode (bench/stream.py)
+    p.add_argument("--window", type=cli_args.whole(1), default=1024, help="stream: window W")
+    p.add_argument("--sinks", type=cli_args.whole(0), default=4, help="stream: sink tokens k")
+    p.add_argument("--streams", type=cli_args.whole(1), default=64, help="stream: decoded together")
+    p.add_argument("--decode-steps", type=cli_args.whole(1), default=256, help="stream: steps timed")
+    p.add_argument("--stream-batch", type=cli_args.whole(1), default=16, help="stream: fast streams")
     return p
 
 
@@ -133,11 +157,14 @@ def main(argv: list[str]) -> int:
             "analysis": ["cudnn"] if gpu else ["blockwise"],
             "breakdown": ["cudnn"] if gpu else ["blockwise"],
             "compile": ["cudnn"] if gpu else ["blockwise"],
+            "stream": ["cudnn"] if gpu else ["blockwise"],
         }[args.mode]
     if args.seq_lens is None:
-        args.seq_lens = {"attention": [2048, 8192, 32768], "analysis": [8192, 32768, 131072]}.get(
-            args.mode, [args.seq_len]
-        )
+        args.seq_lens = {
+            "attention": [2048, 8192, 32768],
+            "analysis": [8192, 32768, 131072],
+            "stream": [1024, 10240, 102400],
+        }.get(args.mode, [args.seq_len])
     if args.quick:
         args.seq_lens = [s for s in (64, 128)]
         args.seq_len, args.iters, args.warmup, args.tokens = 64, 2, 1, 256
@@ -162,6 +189,7 @@ def main(argv: list[str]) -> int:
         "scaling": bench_scaling,
         "breakdown": bench_breakdown,
         "compile": bench_compile,
+        "stream": bench_stream,
     }[args.mode]
     records = run(args)
     if args.out:

@@ -1,6 +1,7 @@
 """Data: sources (TFDS, local text, synthetic), tokenizers, the packing grid, the loader.
 
-Imports from the rest of sinks_jax only the leaf modules `progress` and `cli_args`. TensorFlow is
+Imports from the rest of sinks_jax only the leaf module `progress` (the commands in `command`
+also use `cli_args`, and the pretrained room for the `gguf:` tokenizer kind). TensorFlow is
 imported only by the `tfds:` source.
 
     from sinks_jax.data import LoaderSpec, make_loader

@@ -141,12 +141,18 @@ class Loader:
         else:
             order = grain.MapDataset.range(len(rows))
         local = order.batch(self.local_batch, drop_remainder=True)
-        self._batches = local[process_index::process_count].map(self._to_arrays)
+        self._row_batches = local[process_index::process_count]  # row indices per batch.
+        self._batches = self._row_batches.map(self._to_arrays)
         self._index = 0
         self._iter: Iterator | None = None
 
     def _to_arrays(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         return self.rows.get(np.asarray(indices))
+
+    def batch_rows(self, index: int) -> np.ndarray:
+        """int64 `[B_local]`: which rows of `self.rows` make this process's batch `index`
+        (-1: a padding row), e.g. to find their documents (`PackedRows.document_of`)."""
+        return np.asarray(self._row_batches[index], dtype=np.int64).reshape(-1)
 
     @property
     def batches_per_epoch(self) -> int | None:

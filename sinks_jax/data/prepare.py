@@ -1,4 +1,5 @@
-"""`sinks-jax prepare`: tokenise a source into `.npy` shards plus a manifest.
+"""Tokenise a source into `.npy` shards plus a manifest (`prepare_corpus`; the command is
+`sinks-jax prepare`, in `data.command`).
 
 Layout of `--out DIR`:
   DIR/manifest.json                  source, tokenizer, special ids, per-split counts,
@@ -21,21 +22,18 @@ Resuming: run the same command again; finished shards are kept, the source is re
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sinks_jax import cli_args
-from sinks_jax.data import packing
 from sinks_jax.data.corpus import PREPARED
 from sinks_jax.data.loader import LoaderSpec
 from sinks_jax.data.rows import make_rows
 from sinks_jax.data.sources import get_source
-from sinks_jax.data.tokenizers import Tokenizer, get_tokenizer
+from sinks_jax.data.tokenizers import Tokenizer
 from sinks_jax.progress import progress
 
 
@@ -131,47 +129,45 @@ def packing_stats(spec: LoaderSpec, tokenizer: Tokenizer) -> dict:
             "loss_tokens": loss, "padding_fraction": 1 - real / max(1, len(rows) * seq_len)}
 
 
-def main(argv: list[str]) -> int:
-    """`sinks-jax prepare --source SPEC --tokenizer SPEC --seq-len T --packing MODE --out DIR`."""
-    parser = argparse.ArgumentParser(prog="sinks-jax prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--source", required=True,
-                        help="text:GLOB[?valid=GLOB] | synthetic:KIND | tfds:NAME[:SPLIT]")
-    cli_args.add_tokenizer(parser)
-    cli_args.add_out(parser, "output directory")
-    parser.add_argument("--splits", default="train,valid", help="comma-separated: train,valid,all")
-    cli_args.add_seq_len(parser, 512, "T of the manifest's packing statistics")
-    parser.add_argument("--packing", default="concat_bos", choices=packing.MODES)
-    parser.add_argument("--intra-doc", action="store_true")
-    parser.add_argument("--reset-positions", action="store_true")
-    parser.add_argument("--shard-tokens", type=int, default=50_000_000)
-    parser.add_argument("--max-documents", type=int, default=None)
-    args = parser.parse_args(argv)
-    try:
-        tok = get_tokenizer(args.tokenizer)
-        os.makedirs(args.out, exist_ok=True)
-        manifest = {"source": args.source, "tokenizer": tok.spec, "vocab_size": tok.vocab_size,
-                    "bos_id": tok.bos_id, "eos_id": tok.eos_id, "pad_id": tok.pad_id, "splits": {}}
-        for split in [s for s in args.splits.split(",") if s]:
-            t0 = time.perf_counter()
-            entry = prepare_split(args.source, tok, split, args.out, shard_tokens=args.shard_tokens,
-                                  max_documents=args.max_documents)
-            seconds = time.perf_counter() - t0
-            manifest["splits"][split] = {"documents": entry["documents"], "tokens": entry["tokens"],
-                                         "shards": entry["shards"]}
-            src = get_source(args.source)
-            if hasattr(src, "split_files"):  # text sources: which files this split read.
-                manifest["splits"][split]["files"] = src.split_files(split)
-            _write_json(os.path.join(args.out, "manifest.json"), manifest)
-            spec = LoaderSpec(PREPARED + args.out, tok, args.seq_len, packing=args.packing,
-                              intra_doc=args.intra_doc, reset_positions=args.reset_positions,
-                              split=split)
-            stats = packing_stats(spec, tok)
-            manifest["splits"][split]["packing"] = stats
-            _write_json(os.path.join(args.out, "manifest.json"), manifest)
-            print(f"{split}: {entry['documents']} documents, {entry['tokens']} tokens in "
-                  f"{len(entry['shards'])} shard(s), {seconds:.1f} s; {stats['rows']} rows of "
-                  f"{args.seq_len} ({args.packing}), padding {stats['padding_fraction']:.2%}")
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"sinks-jax prepare: {err}", file=sys.stderr)
-        return 2
-    return 0
+def prepare_corpus(
+    source: str,
+    tokenizer: Tokenizer,
+    out: str,
+    *,
+    splits: Sequence[str] = ("train", "valid"),
+    seq_len: int = 512,
+    packing: str = "concat_bos",
+    intra_doc: bool = False,
+    reset_positions: bool = False,
+    shard_tokens: int = 50_000_000,
+    max_documents: int | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict:
+    """Prepare every split of `source` under `out` (see the module docstring) and return the
+    manifest; `echo` (e.g. `print`) gets one line per finished split. The packing settings
+    only choose the manifest's packing statistics."""
+    os.makedirs(out, exist_ok=True)
+    manifest = {"source": source, "tokenizer": tokenizer.spec, "vocab_size": tokenizer.vocab_size,
+                "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id,
+                "pad_id": tokenizer.pad_id, "splits": {}}
+    for split in splits:
+        t0 = time.perf_counter()
+        entry = prepare_split(source, tokenizer, split, out, shard_tokens=shard_tokens,
+                              max_documents=max_documents)
+        seconds = time.perf_counter() - t0
+        manifest["splits"][split] = {"documents": entry["documents"], "tokens": entry["tokens"],
+                                     "shards": entry["shards"]}
+        src = get_source(source)
+        if hasattr(src, "split_files"):  # text sources: which files this split read.
+            manifest["splits"][split]["files"] = src.split_files(split)
+        _write_json(os.path.join(out, "manifest.json"), manifest)
+        spec = LoaderSpec(PREPARED + out, tokenizer, seq_len, packing=packing,
+                          intra_doc=intra_doc, reset_positions=reset_positions, split=split)
+        stats = packing_stats(spec, tokenizer)
+        manifest["splits"][split]["packing"] = stats
+        _write_json(os.path.join(out, "manifest.json"), manifest)
+        if echo is not None:
+            echo(f"{split}: {entry['documents']} documents, {entry['tokens']} tokens in "
+                 f"{len(entry['shards'])} shard(s), {seconds:.1f} s; {stats['rows']} rows of "
+                 f"{seq_len} ({packing}), padding {stats['padding_fraction']:.2%}")
+    return manifest

@@ -47,6 +47,14 @@ class PackedRows:
     def __len__(self) -> int:
         return len(self.starts)
 
+    def document_of(self, indices_N: np.ndarray) -> np.ndarray:
+        """int64 `[N]`: the document (0-based, in the corpus's order) in which each row's
+        first id lies; -1 for index -1 (a padding row)."""
+        idx = np.asarray(indices_N, dtype=np.int64).reshape(-1)
+        safe = np.where(idx >= 0, idx, 0)
+        doc = np.searchsorted(self.doc_starts, self.starts[safe], side="right") - 1
+        return np.where(idx >= 0, doc, -1)
+
     def get(self, indices_N: np.ndarray) -> dict[str, np.ndarray]:
         """Rows `indices_N` as int32 `[N, T]`; index -1 gives a row of padding."""
         idx = np.asarray(indices_N, dtype=np.int64).reshape(-1)
@@ -59,6 +67,8 @@ class PackedRows:
 
 class SyntheticRows:
     """Endless rows from a synthetic source, packed in blocks of `rows_per_block` rows."""
+
+    DOCS_PER_BLOCK = 1_000_000  # document ids of block j: j * DOCS_PER_BLOCK + (0, 1, ...).
 
     def __init__(self, source: SyntheticSource, tokenizer: Tokenizer, spec: LoaderSpec,
                  rows_per_block: int = 64):
@@ -90,11 +100,22 @@ class SyntheticRows:
         if len(starts) < r:
             raise RuntimeError(f"synthetic block {j} packed only {len(starts)} rows < {r}.")
         rows = build_rows(p, tok, stream, doc_starts, starts[:r], lengths[:r])
+        rows["document"] = np.searchsorted(doc_starts, starts[:r], side="right") - 1
         with self._lock:
             self._cache[j] = rows
             while len(self._cache) > 8:
                 self._cache.popitem(last=False)
         return rows
+
+    def document_of(self, indices_N: np.ndarray) -> np.ndarray:
+        """int64 `[N]`: an id of the document in which each row's first id lies, unique
+        across blocks (block j's documents are `j * DOCS_PER_BLOCK + 0, 1, ...`)."""
+        idx = np.asarray(indices_N, dtype=np.int64).reshape(-1)
+        out = np.empty(idx.size, np.int64)
+        for n, i in enumerate(idx):
+            j, k = divmod(int(i), self.rows_per_block)
+            out[n] = j * self.DOCS_PER_BLOCK + int(self._block(j)["document"][k])
+        return out
 
     def get(self, indices_N: np.ndarray) -> dict[str, np.ndarray]:
         idx = np.asarray(indices_N, dtype=np.int64).reshape(-1)

@@ -31,27 +31,31 @@ Specs for `get_source` (options after `?`, joined by `&`):
   - `zipf_markov`: a Zipfian Markov language with document structure: each document draws
     one of 8 topics (its own bigram chain), so the next-token distribution depends on
     evidence spread over the whole document (attention is useful everywhere).
-- `tfds:NAME[:SPLIT][?feature=text&data_dir=DIR&valid_split=validation]` any TFDS text
-  dataset already prepared in `data_dir` (TensorFlow is needed only here, imported lazily;
-  nothing is downloaded). `train` reads `SPLIT` (default `train`), `valid` reads
-  `valid_split`.
+- `tfds:NAME[:SPLIT][?feature=text&data_dir=DIR&valid_split=validation]` a TFDS text dataset
+  prepared in `data_dir` (default `~/tensorflow_datasets`; TensorFlow Datasets is needed only
+  here, imported lazily). `train` reads `SPLIT` (default `train`), `valid` reads
+  `valid_split` (a slice such as `train[:1%]` works). A dataset that is not prepared yet is
+  an error unless one of these says how to prepare it (`format=tfrecord|array_record`):
+  - `manual_dir=DIR`: from files on disk, offline. `tfds:sinks_jax_corpus[/NAME]` is the
+    builder of `sinks_jax.data.tfds_corpus` for a folder of JSON-lines files (`.jsonl`,
+    optionally `.xz`/`.gz`/`.bz2`, a `text` field; `valid-*` files are the `validation`
+    split); NAME (default `default`) names one prepared corpus.
+  - `download=1`: let TFDS download and prepare a catalogue dataset (`c4/en`, `wikipedia/...`)
+    on a machine with network; copy `data_dir` to hosts without it.
 """
 
 from __future__ import annotations
 
-import bz2
 import glob
-import gzip
-import io
 import json
 import logging
-import lzma
 import os
 import zlib
 from collections.abc import Iterator
 
 import numpy as np
 
+from sinks_jax.data.compressed import open_binary
 from sinks_jax.data.specs import check_no_options_left, parse_spec, pop_int
 
 log = logging.getLogger(__name__)
@@ -66,16 +70,6 @@ def check_split(split: str) -> None:
 
 
 # ------------------------------------------------------------------------------ text
-
-def _open_binary(path: str) -> io.BufferedIOBase:
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    if path.endswith(".xz"):
-        return lzma.open(path, "rb")
-    if path.endswith(".bz2"):
-        return bz2.open(path, "rb")
-    return open(path, "rb")
-
 
 def _base_ext(path: str) -> str:
     stem = path
@@ -158,7 +152,7 @@ class TextSource:
         return is_valid == (split == "valid")
 
     def _lines(self, path: str) -> Iterator[str]:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             for raw in f:
                 try:
                     yield raw.decode("utf-8")
@@ -291,39 +285,112 @@ class SyntheticSource:
 
 # ------------------------------------------------------------------------------ tfds
 
+TFDS_FORMATS = ("tfrecord", "array_record")
+
+
 class TFDSSource:
-    """A TFDS text dataset read from `data_dir` (TensorFlow imported only here)."""
+    """A TFDS text dataset: prepared in `data_dir`, or prepared there first from a manual
+    directory (`manual_dir=`, offline) or by TFDS's download (`download=1`); see the module
+    docstring. TensorFlow Datasets is imported only here."""
 
     infinite = False
 
     def __init__(self, spec: str, body: str, options: dict[str, str]):
         self.spec = spec
-        name, split = body, "train"
-        if ":" in body:
-            head, _, tail = body.rpartition(":")
-            if not tail.replace(".", "").isdigit():  # `c4/en:3.0.1` is a version, not a split
-                name, split = head, tail
+        name, _, split = body.partition(":")
+        version, sep, rest = split.partition(":")
+        if version.replace(".", "").isdigit():  # `c4/en:3.0.1[:SPLIT]`: a version first
+            name, split = f"{name}:{version}", rest if sep else ""
+        split = split or "train"  # a slice such as `train[1%:]` keeps its colon
         if not name:
             raise ValueError(f"source {spec!r} needs a dataset name, e.g. tfds:lm1b or tfds:c4/en:train.")
         self.name, self.train_split = name, split
         self.feature = options.pop("feature", "text")
         self.data_dir = options.pop("data_dir", None)
         self.valid_split = options.pop("valid_split", "validation")
-        check_no_options_left(options, "tfds source", ("feature", "data_dir", "valid_split"))
+        self.manual_dir = options.pop("manual_dir", None)
+        self.file_format = options.pop("format", "tfrecord")
+        download = options.pop("download", "0")
+        check_no_options_left(options, "tfds source", (
+            "feature", "data_dir", "valid_split", "manual_dir", "format", "download"))
+        if self.file_format not in TFDS_FORMATS:
+            raise ValueError(f"tfds source option format={self.file_format!r}: use one of "
+                             f"{list(TFDS_FORMATS)}.")
+        if download not in ("0", "1"):
+            raise ValueError(f"tfds source option download={download!r}: use download=1 (let "
+                             "TFDS download and prepare the dataset) or download=0.")
+        self.download = download == "1"
+        if self.manual_dir is not None:
+            self.manual_dir = os.path.expanduser(self.manual_dir)
+            if not os.path.isdir(self.manual_dir):
+                raise FileNotFoundError(f"source {spec!r}: manual_dir {self.manual_dir!r} is not "
+                                        "a folder.")
         self.skipped = {"non_utf8_documents": 0}
+        self._builder = None
 
-    def documents(self, split: str = "train") -> Iterator[str]:
-        check_split(split)
+    def _tfds(self):
         try:
             import tensorflow_datasets as tfds
         except ImportError as err:
             raise ImportError(f"source {self.spec!r} needs tensorflow-datasets: "
                               "pip install 'sinks_jax[tfds]', or prepare shards elsewhere with "
                               "`sinks-jax prepare` and train from them.") from err
+        return tfds
+
+    def builder(self):
+        """The dataset's TFDS builder, prepared in `data_dir` (preparing it if allowed)."""
+        if self._builder is not None:
+            return self._builder
+        tfds = self._tfds()
+        family, _, config = self.name.partition(":")[0].partition("/")
+        if family == "sinks_jax_corpus":
+            from sinks_jax.data import tfds_corpus  # registers the builder
+
+            config = config or "default"
+            if config not in tfds_corpus.SinksJaxCorpus.builder_configs:  # a corpus's own name
+                config = tfds.core.BuilderConfig(name=config)
+            builder = tfds.builder(tfds_corpus.NAME, config=config, data_dir=self.data_dir)
+        else:
+            builder = tfds.builder(self.name, data_dir=self.data_dir)
+        if not builder.is_prepared():
+            if self.manual_dir is None and not self.download:
+                raise FileNotFoundError(
+                    f"source {self.spec!r}: {self.name} is not prepared in {builder.data_dir}; "
+                    "pass ?manual_dir=DIR (files on disk) or, on a machine that can download, "
+                    "?download=1 (then copy data_dir to hosts without network).")
+            config = tfds.download.DownloadConfig(manual_dir=self.manual_dir)
+            log.info("source %s: preparing %s in %s", self.spec, self.name, builder.data_dir)
+            builder.download_and_prepare(download_config=config, file_format=self.file_format)
+        elif self.manual_dir is not None and family == "sinks_jax_corpus":
+            from sinks_jax.data import tfds_corpus
+
+            recorded = dict(builder.info.metadata.get("files", {}))
+            if recorded != tfds_corpus.fingerprint(self.manual_dir):
+                raise ValueError(
+                    f"source {self.spec!r}: {builder.data_dir} was prepared from other files "
+                    f"than those of {self.manual_dir!r}; name this corpus "
+                    "(tfds:sinks_jax_corpus/NAME) or delete that folder to prepare it again.")
+        self._builder = builder
+        return builder
+
+    def _examples(self, split: str) -> Iterator[dict]:
+        """The split's examples as numpy values, in the prepared files' order."""
+        tfds, builder = self._tfds(), self.builder()
+        known = builder.info.splits  # (empty under tfds.testing.mock_data)
+        if known and split.split("[")[0] not in known:
+            raise ValueError(f"source {self.spec!r}: {self.name} has no split {split!r}; it has "
+                             f"{sorted(builder.info.splits)} (hold out a slice with e.g. "
+                             "?valid_split=train[:1%] and read train[1%:]).")
+        if builder.info.file_format is not None and builder.info.file_format.value == "array_record":
+            yield from builder.as_data_source(split=split)  # random access, no tf.data
+        else:
+            yield from tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False))
+
+    def documents(self, split: str = "train") -> Iterator[str]:
+        check_split(split)
         tfds_split = self.valid_split if split == "valid" else self.train_split
-        ds = tfds.load(self.name, split=tfds_split, data_dir=self.data_dir, shuffle_files=False)
         count = 0
-        for example in tfds.as_numpy(ds):
+        for example in self._examples(tfds_split):
             if self.feature not in example:
                 raise ValueError(f"source {self.spec!r}: no feature {self.feature!r}; the dataset has "
                                  f"{sorted(example)}; pass ?feature=NAME.")

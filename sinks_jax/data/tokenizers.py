@@ -12,33 +12,31 @@ Specs for `get_tokenizer`:
   never attended to nor trained on, so any in-vocabulary id serves).
 - `hf:PATH/tokenizer.json[?bos=TOKEN_OR_ID&eos=...&pad=...]`: a Hugging Face `tokenizers`
   file; specials default to the usual names (`<s>`, `<bos>`, `<|begin_of_text|>`, ...).
-- `gguf:PATH.gguf`: the tokenizer a GGUF model file describes (`sinks_jax.pretrained`).
-  The special tokens of the file are matched in the input text too (a literal `<bos>` in a
-  document becomes the `<bos>` id), as the `tokenizers` library does.
+- `KIND:PATH` for a kind that a room above registers with `register_tokenizer_kind`: the
+  pretrained room registers `gguf:PATH.gguf`, the tokenizer a GGUF model file describes
+  (`sinks_jax.pretrained.gguf`; importing it, or `sinks_jax.hf`, makes the kind available,
+  and the commands that read tokenizer specs do). Data knows no model file format.
 
-Training (offline, on a source's `train` documents):
-- `--kind sp` (default): a SentencePiece model (`.model`), see `train_sentencepiece`;
-- `--kind bpe`: a byte-level BPE `tokenizer.json` with the `tokenizers` library (seconds on
-  a few hundred MB), see `train_bpe`; load it as `hf:PATH/tokenizer.json`.
+Training (offline, on a source's `train` documents): `train_sentencepiece` (a SentencePiece
+`.model`) and `train_bpe` (a byte-level BPE `tokenizer.json` with the `tokenizers` library,
+seconds on a few hundred MB; load it as `hf:PATH/tokenizer.json`); the command is
+`sinks-jax tokenizer train` (`data.command`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from sinks_jax import cli_args
 from sinks_jax.data.specs import check_no_options_left, parse_spec, pop_int
 
 log = logging.getLogger(__name__)
 
-KINDS = ("byte", "sp", "hf", "gguf")
+BUILTIN_KINDS = ("byte", "sp", "hf")
 
 
 class Tokenizer(Protocol):
@@ -172,22 +170,47 @@ class HFTokenizer:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
 
+# Kinds registered by the rooms above (`register_tokenizer_kind`): kind -> build(path).
+_REGISTERED: dict[str, Callable[[str], Tokenizer]] = {}
+
+
+def register_tokenizer_kind(kind: str, build: Callable[[str], Tokenizer]) -> None:
+    """Let `get_tokenizer` read `KIND:PATH` specs as `build(PATH)` (no options after `?`).
+
+    The pretrained room registers `gguf` (`sinks_jax.pretrained.gguf`), so that data, which
+    knows no model file format, still reads every spec the commands accept.
+    """
+    if kind in BUILTIN_KINDS:
+        raise ValueError(f"tokenizer kind {kind!r} is built in; register another name.")
+    _REGISTERED[kind] = build
+
+
+def tokenizer_kinds() -> tuple[str, ...]:
+    """The kinds `get_tokenizer` reads now: the built-in ones, then the registered ones."""
+    return BUILTIN_KINDS + tuple(_REGISTERED)
+
+
 def get_tokenizer(spec: str = "byte") -> Tokenizer:
-    """Build a tokenizer from its spec: `byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`,
-    `gguf:PATH.gguf`."""
+    """Build a tokenizer from its spec: `byte`, `sp:PATH.model`, `hf:PATH/tokenizer.json`, or a
+    registered kind (`gguf:PATH.gguf` once `sinks_jax.pretrained.gguf` is imported)."""
     if isinstance(spec, (ByteTokenizer, SentencePieceTokenizer, HFTokenizer)):
         return spec
-    kind, body, options = parse_spec(spec, KINDS, "tokenizer")
+    kinds = tokenizer_kinds()
+    if isinstance(spec, str) and spec and spec.partition(":")[0] not in kinds:
+        raise ValueError(
+            f"unknown tokenizer {spec!r}: the part before ':' must be one of {list(kinds)}; "
+            "model files' kinds (gguf:) are registered by the pretrained room: import "
+            "sinks_jax.pretrained.gguf (or sinks_jax.hf) first."
+        )
+    kind, body, options = parse_spec(spec, kinds, "tokenizer")
     if kind == "byte":
         check_no_options_left(options, "byte tokenizer", ())
         return ByteTokenizer()
     if not body:
         raise ValueError(f"tokenizer spec {spec!r} needs a path after '{kind}:'.")
-    if kind == "gguf":
-        from sinks_jax.pretrained.gguf_tokenizer import load_gguf_tokenizer
-
-        check_no_options_left(options, "gguf tokenizer", ())
-        return load_gguf_tokenizer(body)
+    if kind in _REGISTERED:
+        check_no_options_left(options, f"{kind} tokenizer", ())
+        return _REGISTERED[kind](body)
     if kind == "sp":
         ids = {k + "_id": pop_int(options, k, None, spec) for k in ("bos", "eos", "pad")}
         check_no_options_left(options, "sp tokenizer", ("bos", "eos", "pad"))
@@ -287,38 +310,3 @@ def train_bpe(source: str, vocab_size: int, out: str, max_chars: int = 1_000_000
     tok.train_from_iterator(_training_texts(source, max_chars), trainer=trainer)
     tok.save(path)
     return path
-
-
-def main(argv: list[str]) -> int:
-    """`sinks-jax tokenizer train [--kind sp|bpe] --source SPEC --vocab-size N --out PATH`."""
-    parser = argparse.ArgumentParser(prog="sinks-jax tokenizer", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    tr = sub.add_parser("train", help="train a SentencePiece model or a byte-level BPE (offline)")
-    tr.add_argument("--kind", default="sp", choices=["sp", "bpe"],
-                    help="sp: SentencePiece .model (default); bpe: byte-level BPE tokenizer.json")
-    tr.add_argument("--source", required=True, help="source spec, e.g. text:data/*.jsonl.xz")
-    tr.add_argument("--vocab-size", type=int, required=True)
-    cli_args.add_out(tr, "output: the .model file (sp), or tokenizer.json or its folder (bpe)")
-    tr.add_argument("--model-type", default="bpe", choices=["bpe", "unigram", "char", "word"],
-                    help="SentencePiece model type (--kind sp only)")
-    tr.add_argument("--max-chars", type=int, default=None,
-                    help="stop reading the source after this many characters "
-                         "(default: 1e8 for sp, 1e9 for bpe)")
-    tr.add_argument("--character-coverage", type=float, default=0.9995,
-                    help="SentencePiece character coverage (--kind sp only)")
-    args = parser.parse_args(argv)
-    try:
-        if args.kind == "bpe":
-            path = train_bpe(args.source, args.vocab_size, args.out,
-                             args.max_chars or 1_000_000_000)
-            tok: Tokenizer = HFTokenizer(path)
-        else:
-            path = train_sentencepiece(args.source, args.vocab_size, args.out, args.model_type,
-                                       args.max_chars or 100_000_000, args.character_coverage)
-            tok = SentencePieceTokenizer(path)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"sinks-jax tokenizer: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {path} (vocab {tok.vocab_size}, bos={tok.bos_id} eos={tok.eos_id} "
-          f"pad={tok.pad_id}); use it as --tokenizer {tok.spec}")
-    return 0

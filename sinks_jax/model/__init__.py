@@ -7,6 +7,7 @@ Model surgery (another backend, the residual stream, received attention per laye
 
 from sinks_jax.model import attention
 from sinks_jax.model.config import ModelConfig
-from sinks_jax.model.transformer import COLLECTABLE, Transformer, forward, sink_query_mask
+from sinks_jax.model.transformer import COLLECTABLE, Transformer, forward
+from sinks_jax.model.windows import sink_query_mask
 
 __all__ = ["ModelConfig", "Transformer", "forward", "sink_query_mask", "attention", "COLLECTABLE"]

@@ -27,7 +27,8 @@ then that of the capped scores.
 Variants (`variant`, `sinks_jax.model.variants`) are applied here, after the backend, through
 its (out, lse): sink_logit, softmax_plus_one and kv_bias merge one extra slot into the row (the
 returned LSE is then that of the full row, slot included, and `noop` is the slot's share);
-sigmoid has its own path in `xla` and `blockwise`; gated acts after attention (in the layer).
+sigmoid has its own path in `xla`, `blockwise` and `pallas` (its own fused kernels,
+`sinks_jax.model.sigmoid_kernel`); gated acts after attention (in the layer).
 
 Under a window the sink key may be hidden from a query: `sink_visible` says which queries see
 their sink key, `sink_attention` is 0 for the others (exactly their attention to it).
@@ -42,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
-from sinks_jax.model import fused, shard
+from sinks_jax.model import fused, shard, sigmoid_kernel
 from sinks_jax.model import splash as splash_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
@@ -205,7 +206,8 @@ def attention(
         sigmoid_bias = variants_lib.sigmoid_bias(count_BxT)
     if sigmoid_bias is not None and backend in BACKENDS and not BACKENDS[backend].sigmoid:
         raise ValueError(
-            f"attention: backend={backend!r} has no sigmoid attention; use 'xla' or 'blockwise'."
+            f"attention: backend={backend!r} has no sigmoid attention; use one of "
+            f"{[name for name, c in BACKENDS.items() if c.sigmoid]}."
         )
     if backend == "xla":
         res = xla_attention(
@@ -227,7 +229,11 @@ def attention(
             blockwise_lib.blockwise_attention, block_size=block_size, sigmoid_bias=sigmoid_bias
         ),
         "cudnn": fused.cudnn_attention,
-        "pallas": fused.pallas_gpu_attention,
+        "pallas": (
+            functools.partial(sigmoid_kernel.sigmoid_attention, visible_count=visible_count)
+            if variant == "sigmoid"
+            else fused.pallas_gpu_attention
+        ),
         "splash": functools.partial(splash_lib.splash_attention, block_size=block_size),
     }
     if backend in fused_kernels:

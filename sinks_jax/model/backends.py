@@ -28,6 +28,7 @@ class Capabilities:
     softcap: bool  # attention-logit soft-capping, ModelConfig.attn_logit_softcap.
     seq_block: int  # T must be a multiple of this, or a power of two below it (1: any T).
     sigmoid: bool = False  # its own path for attention_variant="sigmoid" (model/variants.py).
+    sigmoid_window: bool = False  # sliding windows under sigmoid, also where `window` is False.
 
 
 BACKENDS: dict[str, Capabilities] = {
@@ -68,6 +69,8 @@ BACKENDS: dict[str, Capabilities] = {
         window=False,
         softcap=False,
         seq_block=128,  # the kernel's default block (model/fused.py); Triton blocks are 2^k.
+        sigmoid=True,  # its own kernels (model/sigmoid_kernel.py), which pad T themselves.
+        sigmoid_window=True,
     ),
     "splash": Capabilities(
         platforms=("tpu",),  # elsewhere only in Pallas interpret mode (the CPU tests).
@@ -113,7 +116,7 @@ def problems(
         out.append("has no segment ids (intra-document masking, data.intra_doc=True)")
     if global_first_key and not c.global_first_key:
         out.append("cannot keep key 0 visible across documents (global_first_key=True)")
-    if window and not c.window:
+    if window and not c.window and not (variant == "sigmoid" and c.sigmoid_window):
         out.append("has no sliding window (local layers, sliding_window)")
     if softcap and not c.softcap:
         out.append("cannot soft-cap attention logits (attn_logit_softcap)")

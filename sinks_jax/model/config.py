@@ -184,7 +184,11 @@ class ModelConfig:
             f"head_chunk={self.head_chunk} fuses a float32 head without soft-capping; set "
             "head_chunk=0 with final_logit_softcap or logits_dtype='bfloat16'.",
         )
-        needs = dict(window=any(self.local_layers), softcap=self.attn_logit_softcap is not None)
+        needs = dict(
+            window=any(self.local_layers),
+            softcap=self.attn_logit_softcap is not None,
+            variant=self.attention_variant,  # sigmoid kernels may window where softmax's do not.
+        )
         for problem in backends.problems(self.attention, **needs):
             can = backends.supporting(dtype=self.dtype, **needs)
             need(False, f"attention={self.attention!r} {problem}; backends that can: {can}.")

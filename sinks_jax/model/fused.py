@@ -4,32 +4,32 @@ The kernels' own LSE conventions differ, and this module is where they are made 
   cudnn   natural log of the *scaled* scores, float32 [B, H, T] from the cuDNN layer beneath
           jax.nn.dot_product_attention (the public function casts it to the output dtype,
           transposes it and drops its cotangent). The layer's forward and backward rule are
-          called directly (checked on jax 0.10.2 - 0.11.2), the backward with the LSE's
-          cotangent folded in.
+          called directly (checked on jax 0.10.2 - 0.11.2).
   pallas  jax.experimental.pallas.ops.gpu.attention: base-2 LSE of the scaled scores, float32
           [B, H, T]; multiplied by ln 2 here. Its private `_mha_forward`/`_mha_backward` are
-          called by keyword after a signature check (checked on jax 0.10.2 - 0.11.2), and
-          its VJP is extended to take the LSE's cotangent.
+          called by keyword after a signature check (checked on jax 0.10.2 - 0.11.2).
 
-Both VJPs take the LSE's cotangent (`fold_lse_cotangent`), so the LSE can enter a loss: the
-slot variants (model/variants.py) and `global_first_key` merge through it.
-
-`attend_first_key_globally` turns any segment-masked kernel into one where key 0 stays
-visible to every query (`global_first_key=True`), exactly, by merging key 0 into the kernel's
-result through the LSE.
+Both take the LSE's cotangent exactly, so the LSE can enter any loss (model/flash_lse.py): Pallas
+as its row term (`row_term`, handed to the kernel's backward in place of its own), cuDNN through
+the output it is handed (`fold_lse_cotangent`), with a second backward of the layer for any query
+whose output has no cotangent (a loss of the LSE alone; `_cudnn_bwd`). With `global_first_key`,
+Pallas merges key 0 in through the LSE (`attend_first_key_globally`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 import math
+import threading
 import warnings
 
 import jax
 import jax.numpy as jnp
 
+from sinks_jax.model.flash_lse import attend_first_key_globally, fold_lse_cotangent, row_term
 from sinks_jax.model.kv_heads import expand_kv
 
 
@@ -116,11 +116,11 @@ def _cudnn_bwd_kwargs(lib, scale=1.0, window=None, res=None, grad_output=None) -
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _cudnn_mha(q, k, v, scale, window):
-    (out, lse), _ = _cudnn_fwd(q, k, v, scale, window)
+    (out, lse), _ = _cudnn_forward(q, k, v, scale, window)
     return out, lse
 
 
-def _cudnn_fwd(q, k, v, scale, window):
+def _cudnn_forward(q, k, v, scale, window):
     lib = importlib.import_module(_CUDNN_LAYER)
     out, lse_BxHxT = lib.dot_product_attention(
         q, k, v, scale=scale, mask_type=lib.MaskType.CAUSAL, return_residual=True,
@@ -129,22 +129,67 @@ def _cudnn_fwd(q, k, v, scale, window):
     return (out, lse_BxHxT), (q, k, v, out, lse_BxHxT)
 
 
-def _cudnn_bwd(scale, window, res, cotangents):
-    """The layer's backward, extended to the LSE's cotangent like the Pallas one (`fold_lse_
-    cotangent`): the layer takes delta_i = dout_i . out_i from the `out` it is handed."""
+def _cudnn_fwd(q, k, v, scale, window):  # q, k, v: CustomVJPPrimal (symbolic_zeros below)
+    return _cudnn_forward(q.value, k.value, v.value, scale, window)
+
+
+def _cudnn_layer_bwd(scale, window, q, k, v, out, lse_BxHxT, dout):
+    """(dq, dk, dv) from the layer's backward rule, whose row term is dout_i . out_i."""
     lib = importlib.import_module(_CUDNN_LAYER)
-    dout, dlse_BxHxT = cotangents
-    q, k, v, out, lse_BxHxT = res
-    out = fold_lse_cotangent(out, dout, dlse_BxHxT)
     unused = jnp.zeros(0, q.dtype)  # bias, sequence lengths, offsets, page tables
     layer_res = (q, k, v, *(unused,) * 7, lse_BxHxT, out)
     grads = lib._dot_product_attention_bwd_rule(
         **_cudnn_bwd_kwargs(lib, scale, window, layer_res, dout)
     )
-    return tuple(grads[:3])
+    return tuple(g.astype(x.dtype) for g, x in zip(grads[:3], (q, k, v)))
 
 
-_cudnn_mha.defvjp(_cudnn_fwd, _cudnn_bwd)
+def _cudnn_lse_bwd(scale, window, q, k, v, lse_BxHxT, g_BxHxT):
+    """(dq, dk) of sum_i g_i lse_i, through the layer's backward: with every value v_j = e_0,
+    an output of 0 and dout_i = g_i e_0, its dS_ij = A_ij (dout_i . v_j - dout_i . 0) is
+    A_ij g_i, the LSE's own."""
+    e0_D = (jnp.arange(q.shape[-1]) == 0).astype(v.dtype)
+    dout = (g_BxHxT.transpose(0, 2, 1)[..., None] * e0_D).astype(q.dtype)
+    values = jnp.broadcast_to(e0_D, v.shape)
+    dq, dk, _ = _cudnn_layer_bwd(scale, window, q, k, values, jnp.zeros_like(dout), lse_BxHxT,
+                                 dout)  # fmt: skip
+    return dq, dk
+
+
+def _cudnn_bwd(scale, window, res, cotangents):
+    """The layer's backward with the LSE's cotangent g.
+
+    The layer computes its row term from the output it is handed, so the row term with g
+    (`row_term`) reaches it as a moved output (`fold_lse_cotangent`): one backward, where every
+    query with g_i != 0 has an output cotangent (training: the slot variants). The g_i of a
+    query whose output has none (a loss of the LSE alone, or of the LSE on some rows) cannot
+    ride on dout_i; those go through a second backward (`_cudnn_lse_bwd`), which runs only
+    when there are any (a lax.cond) or when the output has no cotangent at all.
+    """
+    q, k, v, out, lse_BxHxT = res
+    dout, dlse_BxHxT = cotangents
+    no_out = isinstance(dout, jax.custom_derivatives.SymbolicZero)
+    if isinstance(dlse_BxHxT, jax.custom_derivatives.SymbolicZero):
+        if no_out:
+            return jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)
+        return _cudnn_layer_bwd(scale, window, q, k, v, out, lse_BxHxT, dout)
+    g_BxHxT = dlse_BxHxT.astype(jnp.float32)
+    if no_out:
+        dq, dk = _cudnn_lse_bwd(scale, window, q, k, v, lse_BxHxT, g_BxHxT)
+        return dq, dk, jnp.zeros_like(v)
+    moved, carried_BxHxT = fold_lse_cotangent(out, dout, g_BxHxT)
+    dq, dk, dv = _cudnn_layer_bwd(scale, window, q, k, v, moved, lse_BxHxT, dout)
+    rest_BxHxT = jnp.where(carried_BxHxT, 0.0, g_BxHxT)
+    dq_rest, dk_rest = jax.lax.cond(
+        jnp.any(rest_BxHxT != 0),
+        lambda g: _cudnn_lse_bwd(scale, window, q, k, v, lse_BxHxT, g),
+        lambda g: (jnp.zeros_like(q), jnp.zeros_like(k)),
+        rest_BxHxT,
+    )
+    return dq + dq_rest, dk + dk_rest, dv
+
+
+_cudnn_mha.defvjp(_cudnn_fwd, _cudnn_bwd, symbolic_zeros=True)
 
 
 def _cudnn_with_f32_lse(q, k, v, scale, window=None):
@@ -153,7 +198,7 @@ def _cudnn_with_f32_lse(q, k, v, scale, window=None):
     The public jax.nn.dot_product_attention casts the LSE to the output dtype (bf16: about 3
     significant digits, so exp(s - lse) would be off by up to ~2%) and its VJP drops the LSE's
     cotangent. The cuDNN layer beneath it returns the float32 statistic, and its backward rule
-    is called here with the LSE's cotangent folded in. Where that private layer is unavailable,
+    is called here with the LSE's cotangent too (`_cudnn_bwd`). Where that layer is unavailable,
     fall back to the public function (LSE without gradient), warn once, and record the LSE
     dtype (`cudnn_lse_dtype`). `window` W: query i sees keys i - W < j <= i.
     """
@@ -188,63 +233,8 @@ def _cudnn_with_f32_lse(q, k, v, scale, window=None):
     return out, lse_BxHxT
 
 
-def fold_lse_cotangent(out_BxTxHxD, dout_BxTxHxD, dlse_BxHxT):
-    """`out` moved so that a flash backward computing delta_i = dout_i . out_i from it gives the
-    gradient with the natural-log LSE's cotangent g as well.
-
-    With dS_ij = A_ij (dout_i . v_j - delta_i) and d lse_i / d s_ij = A_ij, a cotangent g_i of
-    the LSE shifts delta_i to delta_i - g_i: `out` is moved along dout_i by -g_i / |dout_i|^2
-    (`out` enters such a backward through delta only). A query whose output cotangent is
-    exactly zero keeps no LSE gradient. For the slot variants g_i is a multiple of delta_i
-    (lse enters through sigmoid(lse - s) * o), so the moved `out` stays the size of `out`.
-    """
-    g_BxTxHx1 = dlse_BxHxT.astype(jnp.float32).transpose(0, 2, 1)[..., None]
-    do = dout_BxTxHxD.astype(jnp.float32)
-    norm2_BxTxHx1 = jnp.sum(do * do, axis=-1, keepdims=True)
-    nonzero = norm2_BxTxHx1 > 0
-    shift_BxTxHx1 = jnp.where(nonzero, g_BxTxHx1 / jnp.where(nonzero, norm2_BxTxHx1, 1.0), 0.0)
-    return (out_BxTxHxD.astype(jnp.float32) - shift_BxTxHx1 * do).astype(out_BxTxHxD.dtype)
-
-
 # jax releases on which the private Pallas attention functions called below were checked.
 PALLAS_VERIFIED_JAX = "0.10.2 - 0.11.2"
-
-
-def attend_first_key_globally(
-    segment_attention, q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, *, scale
-):
-    """Causal, segment-masked attention in which key 0 is visible to every query (exact).
-
-    `segment_attention(q, k, v, segment_ids, scale=...) -> (out_seg, lse_seg)` is any kernel
-    that masks causally and by segment. A query outside key 0's segment gets key 0 as one
-    extra slot, s_0 = scale * q . k_0:
-
-        lse = logaddexp(lse_seg, s_0)
-        out = exp(lse_seg - lse) * out_seg + exp(s_0 - lse) * v_0
-
-    (the softmax over the union of the two key sets); queries of key 0's own segment already
-    see it and are unchanged. The merged LSE is the LSE of the union, so sink statistics from
-    it stay exact. Gradients are autodiff through the merge, and need the kernel's VJP to
-    take the LSE's cotangent (blockwise and pallas do).
-    """
-    if segment_ids_BxT is None:  # one causal window: key 0 is visible already.
-        return segment_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, None, scale=scale)
-    out_seg_BxTxHxD, lse_seg_BxHxT = segment_attention(
-        q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale
-    )
-    H = q_BxTxHxD.shape[2]
-    k0_BxHxD = expand_kv(k_BxTxKxD[:, 0], H, axis=1)
-    v0_BxHxD = expand_kv(v_BxTxKxD[:, 0], H, axis=1).astype(jnp.float32)
-    s0_BxHxT = scale * jnp.einsum(
-        "bthd,bhd->bht", q_BxTxHxD, k0_BxHxD, preferred_element_type=jnp.float32
-    )
-    apart_Bx1xT = (segment_ids_BxT != segment_ids_BxT[:, :1])[:, None, :]
-    s0_BxHxT = jnp.where(apart_Bx1xT, s0_BxHxT, -jnp.inf)  # -inf: the slot is already counted.
-    lse_BxHxT = jnp.logaddexp(lse_seg_BxHxT, s0_BxHxT)
-    w_seg_BxTxHx1 = jnp.exp(lse_seg_BxHxT - lse_BxHxT).transpose(0, 2, 1)[..., None]
-    w0_BxTxHx1 = jnp.exp(s0_BxHxT - lse_BxHxT).transpose(0, 2, 1)[..., None]
-    out = w_seg_BxTxHx1 * out_seg_BxTxHxD.astype(jnp.float32) + w0_BxTxHx1 * v0_BxHxD[:, None]
-    return out.astype(q_BxTxHxD.dtype), lse_BxHxT
 
 
 def _pallas_module():
@@ -317,17 +307,60 @@ def _pallas_fwd(q, k, v, seg, scale, block, interpret):
 
 
 def _pallas_bwd(scale, block, interpret, res, cotangents):
-    """The kernel's backward, extended to the LSE's cotangent (`fold_lse_cotangent`)."""
+    """The kernel's backward with the LSE's cotangent: its row term is `row_term`'s."""
     mod = _pallas_module()
     kw = _pallas_kwargs(mod, scale, block, interpret)
-    dout, dlse2 = cotangents
-    q, k, v, seg, out, lse2 = res
-    out = fold_lse_cotangent(out, dout, dlse2 / math.log(2.0))  # d/d lse2 -> natural log
-    res = (q, k, v, seg, out, lse2)
-    dq, dk, dv, _ = call_private(
-        mod, "_mha_backward", "pallas", PALLAS_VERIFIED_JAX, res=res, do=dout, **kw
-    )
+    dout, dlse2_BxHxT = cotangents
+    out_BxTxHxD = res[4]
+    dlse_BxHxT = dlse2_BxHxT / math.log(2.0)  # d/d lse2 -> d/d lse (natural log)
+    delta_BxHxT = row_term(out_BxTxHxD, dout, dlse_BxHxT, lambda x: x.transpose(0, 2, 1))
+    with _pallas_row_term(mod, out_BxTxHxD, dout, delta_BxHxT) as used:
+        dq, dk, dv, _ = call_private(
+            mod, "_mha_backward", "pallas", PALLAS_VERIFIED_JAX, res=res, do=dout, **kw
+        )
+    if not used:
+        raise _pallas_changed(
+            "_mha_backward no longer takes its row term from _preprocess_backward"
+        )
     return dq, dk, dv, None
+
+
+def _pallas_changed(what: str) -> RuntimeError:
+    return RuntimeError(
+        f"attention='pallas': in jax {jax.__version__}, {what}, so the LSE's gradient cannot "
+        f"be added; it was checked on jax {PALLAS_VERIFIED_JAX}. Use attention='blockwise', "
+        "or install jax in that range."
+    )
+
+
+_PALLAS_PATCH = threading.RLock()
+
+
+@contextlib.contextmanager
+def _pallas_row_term(mod, out, dout, delta_BxHxT):
+    """While tracing the kernel's backward for (out, dout): its row-term pass
+    (`_preprocess_backward(out, do, lse, ...)`, delta_i = dout_i . out_i, float32 [B, H, T])
+    returns `delta_BxHxT` instead. Other calls pass through; yields a list that is non-empty
+    once the substitute was used."""
+    original = getattr(mod, "_preprocess_backward", None)
+    try:
+        inspect.signature(original).bind(out, dout, None, 1, False, False)
+    except (TypeError, ValueError) as e:
+        raise _pallas_changed(f"{mod.__name__}._preprocess_backward changed ({e})") from e
+    used = []
+
+    def preprocess(out_, do_, *args, **kwargs):
+        if out_ is out and do_ is dout:
+            used.append(True)
+            return delta_BxHxT
+        return original(out_, do_, *args, **kwargs)
+
+    with _PALLAS_PATCH:
+        mod._preprocess_backward = preprocess
+        try:
+            yield used
+        finally:
+            mod._preprocess_backward = original
 
 
 _pallas_mha.defvjp(_pallas_fwd, _pallas_bwd)

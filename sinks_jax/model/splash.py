@@ -11,7 +11,7 @@ exactly). Under a mesh, `attention()` runs it per device over the batch axes
            ids through the kernel's `SegmentIds`. `global_first_key`: without segments key 0 is
            one more column of the static mask (it matters only past a window); with segments
            the kernel's mask keeps that column for the query's own document and key 0 is merged
-           in for the others through the LSE (`fused.attend_first_key_globally`).
+           in for the others through the LSE (`flash_lse.attend_first_key_globally`).
   heads    K == H: the MHA kernel; 1 < K < H: the MHA kernel's grouped heads; K == 1: the MQA
            kernel.
   softcap  the kernel's `attn_logits_soft_cap` (on the scaled scores, as Gemma 2).
@@ -19,9 +19,10 @@ exactly). Under a mesh, `attention()` runs it per device over the batch axes
            scaled, soft-capped scores, so A[i, j] = exp(scale * q_i . k_j - lse_i) as elsewhere.
 
 The kernel's own VJP refuses `save_residuals=True`, so `_splash` has its own: the forward is the
-public kernel with residuals, the backward is the kernel's private `_splash_attention_bwd`
-(called by keyword after a signature check; checked on jax 0.10.2 - 0.11.2), extended to the
-LSE's cotangent as the Pallas GPU backend is (`fused._pallas_bwd`), so the LSE can enter a loss.
+public kernel with residuals, the backward the kernel's two private passes
+`_splash_attention_bwd_dkv` and `_splash_attention_bwd_dq` (called by keyword after a signature
+check; checked on jax 0.10.2 - 0.11.2), handed the row term with the LSE's cotangent
+(`flash_lse.row_term`), so the LSE can enter a loss.
 
 Off TPU the kernel runs in Pallas interpret mode (slow; what the CPU tests use).
 """
@@ -29,13 +30,13 @@ Off TPU the kernel runs in Pallas interpret mode (slow; what the CPU tests use).
 from __future__ import annotations
 
 import functools
-import typing
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sinks_jax.model import fused
+from sinks_jax.model.flash_lse import attend_first_key_globally, row_term
 
 # jax releases on which the kernel's private backward and its residual layout were checked.
 SPLASH_VERIFIED_JAX = "0.10.2 - 0.11.2"
@@ -140,44 +141,45 @@ def _splash_fwd(kernel, q, k, v, seg_T):
 
 
 def _splash_bwd(kernel, res, cotangents):
-    """The kernel's backward, extended to the LSE's cotangent g: the kernel's row term
-    delta_i = dout_i . out_i (its only use of `out`) becomes delta_i - g_i by moving `out`
-    along dout_i by -g_i / |dout_i|^2 (the identity of `fused._pallas_bwd`)."""
+    """The kernel's backward passes (dK/dV, then dQ) with the LSE's cotangent g: their row term
+    is `flash_lse.row_term`'s, D_i = dout_i . out_i - g_i, in place of the kernel's own."""
     _, sk, _ = _modules()
     q, k, v, seg_T, out, lse_HxT = res
     dout, dlse_HxT = cotangents
-    do = dout.astype(jnp.float32)
-    norm2_HxTx1 = jnp.sum(do * do, axis=-1, keepdims=True)
-    nonzero = norm2_HxTx1 > 0
-    g_HxTx1 = dlse_HxT[..., None]
-    shift = jnp.where(nonzero, g_HxTx1 / jnp.where(nonzero, norm2_HxTx1, 1.0), 0.0)
-    out = (out.astype(jnp.float32) - shift * do).astype(out.dtype)
-    n_res = len(typing.get_args(getattr(sk, "SplashResidualsType", None)))
-    missing = sorted(set(_BWD_STATIC) - set(kernel.kwargs))
-    if n_res != 9 or missing:
+    settings = kernel.kwargs
+    missing = sorted(set(_BWD_SETTINGS) - set(settings))
+    if missing:
         raise RuntimeError(
-            f"attention='splash': jax {jax.__version__}'s splash kernel keeps {n_res} residuals "
-            f"(expected 9) and lacks the settings {missing}, unlike jax {SPLASH_VERIFIED_JAX} "
-            "where this backend was checked. Use attention='blockwise', or install jax in that "
-            "range."
+            f"attention='splash': jax {jax.__version__}'s splash kernel lacks the settings "
+            f"{missing}, unlike jax {SPLASH_VERIFIED_JAX} where this backend was checked. Use "
+            "attention='blockwise', or install jax in that range."
         )
-    # (q, k, v, segment_ids, sinks, out, logsumexp, dq_mask_info, dkv_mask_info)
-    res = (q, k, v, _segments(seg_T), None, out, lse_HxT, kernel.dq_mask_info,
-           kernel.dkv_mask_info)  # fmt: skip
-    kw = {name: kernel.kwargs[name] for name in _BWD_STATIC}
-    grads = fused.call_private(
-        sk, "_splash_attention_bwd", "splash", SPLASH_VERIFIED_JAX, res=res, do=dout, **kw
-    )
-    dq, dk, dv = grads[3:6]
+    blocks = settings["block_sizes"]
+    common = {name: settings[name] for name in _BWD_SETTINGS if name != "block_sizes"}
+    common.update(q_layout=blocks.q_layout, k_layout=blocks.k_layout, v_layout=blocks.v_layout)
+    # Arguments the two passes share: (q, k, v, segment_ids, sinks, logsumexp, do, di).
+    arrays = dict(q=q, k=k, v=v, segment_ids=_segments(seg_T), sinks=None, logsumexp=lse_HxT,
+                  do=dout, di=row_term(out, dout, dlse_HxT))  # fmt: skip
+    dq, dk, dv = fused.call_private(
+        sk, "_splash_attention_bwd_dkv", "splash", SPLASH_VERIFIED_JAX, **arrays,
+        bq=blocks.block_q_dkv, bkv=blocks.block_kv_dkv, bkv_compute=blocks.block_kv_dkv_compute,
+        mask_info=kernel.dkv_mask_info, use_fused_bwd_kernel=blocks.use_fused_bwd_kernel,
+        **common,
+    )  # fmt: skip
+    if not blocks.use_fused_bwd_kernel:
+        dq = fused.call_private(
+            sk, "_splash_attention_bwd_dq", "splash", SPLASH_VERIFIED_JAX, **arrays,
+            bq=blocks.block_q_dq, bkv=blocks.block_kv_dq, mask_info=kernel.dq_mask_info,
+            **common,
+        )  # fmt: skip
     return dq, dk, dv, None
 
 
-_BWD_STATIC = (
-    "save_residuals",
+# The kernel's settings its backward passes take (besides the blocks' layouts).
+_BWD_SETTINGS = (
     "mask_value",
     "is_mqa",
     "block_sizes",
-    "residual_checkpoint_name",
     "mask_function",
     "attn_logits_soft_cap",
     "interpret",
@@ -232,8 +234,8 @@ def splash_attention(
     kw = {"window": window, "softcap": softcap, "block_size": block_size, "interpret": interpret}
     if global_first_key and segment_ids_BxT is not None:
         kernel = functools.partial(_segment_masked, first_key=True, **kw)
-        return fused.attend_first_key_globally(
-            kernel, q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale
+        return attend_first_key_globally(
+            kernel, q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale, softcap=softcap
         )
     out, lse_BxHxT = _segment_masked(
         q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, scale=scale,

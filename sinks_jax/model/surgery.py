@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sinks_jax.model.transformer import Transformer, default_positions, layer_inv_freq
+from sinks_jax.model.rope import layer_inv_freq
+from sinks_jax.model.transformer import Transformer, default_positions
 
 
 def with_backend(model: Transformer, backend: str, dtype: str | None = None) -> Transformer:

@@ -34,9 +34,10 @@ natural-log LSE over the visible keys (shapes as in `attention`):
                     tokens follow it, so a prefix, generation one token at a time and the
                     evaluation at T = 64 compute the function trained at T = 2048; under causal
                     masking the sum of the weights starts near n_i sigmoid(-log n_i) ~ 1).
-                    Its own path in the `xla` and `blockwise` backends
-                    (`backends.Capabilities.sigmoid`); the returned "lse" is the natural log
-                    of the row's total mass, log sum_j A_ij.
+                    Its own path in the `xla` and `blockwise` backends and its own fused
+                    kernels on `pallas` (model/sigmoid_kernel.py; `backends.Capabilities.
+                    sigmoid`); the returned "lse" is the natural log of the row's total mass,
+                    log sum_j A_ij (differentiable like every backend's LSE).
 
 Where the no-op mass went (`noop_mass` [B, H, T], collected per layer): the slot's share for
 sink_logit, softmax_plus_one and kv_bias; 1 - the mean gate over the head dim for gated (the
@@ -100,11 +101,16 @@ def null_slot(out_BxTxHxD, lse_BxHxT, logit_H=None):
 
 
 def kv_slot(out_BxTxHxD, lse_BxHxT, q_BxTxHxD, key_KxD, value_KxD, *, scale, softcap=None):
-    """kv_bias: a learned key/value pair per kv head, visible to every query."""
+    """kv_bias: a learned key/value pair per kv head, visible to every query (k_b is taken in
+    q's dtype: the layer passes both in its compute dtype)."""
     H = q_BxTxHxD.shape[2]
-    key_HxD = expand_kv(key_KxD.astype(jnp.float32), H, axis=0)
+    # The score in float32 from q's own dtype (no float32 copy of q): the products of two bf16
+    # numbers are exact in float32, so this is the float32 dot of the upcast inputs.
+    key_HxD = expand_kv(key_KxD.astype(q_BxTxHxD.dtype), H, axis=0)
     value_HxD = expand_kv(value_KxD.astype(jnp.float32), H, axis=0)
-    s_BxHxT = scale * jnp.einsum("bthd,hd->bht", q_BxTxHxD.astype(jnp.float32), key_HxD)
+    s_BxHxT = scale * jnp.einsum(
+        "bthd,hd->bht", q_BxTxHxD, key_HxD, preferred_element_type=jnp.float32
+    )
     if softcap is not None:
         s_BxHxT = softcap * jnp.tanh(s_BxHxT / softcap)
     return merge_slot(out_BxTxHxD, lse_BxHxT, s_BxHxT, value_HxD[None, None])
@@ -112,11 +118,60 @@ def kv_slot(out_BxTxHxD, lse_BxHxT, q_BxTxHxD, key_KxD, value_KxD, *, scale, sof
 
 def gate(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE):
     """gated: out * sigmoid(x W + b) per head and head dim. Returns (out, 1 - mean gate
-    [B, H, T] float32), the second being the share of the output switched off."""
-    logits = jnp.einsum("btd,dhe->bthe", x_BxTxD, w_DxHxE, preferred_element_type=jnp.float32)
-    g_BxTxHxE = jax.nn.sigmoid(logits + b_HxE.astype(jnp.float32))
+    [B, H, T] float32), the second being the share of the output switched off.
+
+    The logits are float32 (x W accumulated in float32, plus b); the forward is one matmul and
+    one elementwise pass. The VJP (`_gate_bwd`) is autodiff's, except that the logits'
+    cotangent enters the two backward matmuls in x's dtype (as a bf16 einsum's own backward
+    does), so with bf16 compute they run as bf16 matmuls rather than as float32 ones over
+    upcast copies of x and W; with float32 compute it is autodiff's to rounding.
+    """
+    return _gate(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE)
+
+
+def _gate_logits(x_BxTxD, w_DxHxE):
+    return jnp.einsum("btd,dhe->bthe", x_BxTxD, w_DxHxE, preferred_element_type=jnp.float32)
+
+
+def _gate_apply(out_BxTxHxD, logits_BxTxHxE, b_HxE):
+    g_BxTxHxE = jax.nn.sigmoid(logits_BxTxHxE + b_HxE.astype(jnp.float32))
     out = (out_BxTxHxD.astype(jnp.float32) * g_BxTxHxE).astype(out_BxTxHxD.dtype)
-    return out, 1.0 - g_BxTxHxE.mean(-1).transpose(0, 2, 1)
+    return out, 1.0 - g_BxTxHxE.mean(-1).transpose(0, 2, 1), g_BxTxHxE
+
+
+@jax.custom_vjp
+def _gate(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE):
+    out, noop, _ = _gate_apply(out_BxTxHxD, _gate_logits(x_BxTxD, w_DxHxE), b_HxE)
+    return out, noop
+
+
+def _gate_fwd(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE):
+    logits_BxTxHxE = _gate_logits(x_BxTxD, w_DxHxE)
+    out, noop, _ = _gate_apply(out_BxTxHxD, logits_BxTxHxE, b_HxE)
+    return (out, noop), (out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE, logits_BxTxHxE)
+
+
+def _gate_bwd(res, cotangents):
+    out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE, logits_BxTxHxE = res
+    dout_BxTxHxD, dnoop_BxHxT = cotangents
+    g_BxTxHxE = jax.nn.sigmoid(logits_BxTxHxE + b_HxE.astype(jnp.float32))
+    do = dout_BxTxHxD.astype(jnp.float32)
+    dg = do * out_BxTxHxD.astype(jnp.float32)
+    dg = dg - dnoop_BxHxT.astype(jnp.float32).transpose(0, 2, 1)[..., None] / g_BxTxHxE.shape[-1]
+    dlogits_BxTxHxE = dg * g_BxTxHxE * (1.0 - g_BxTxHxE)
+    dl = dlogits_BxTxHxE.astype(x_BxTxD.dtype)
+    dx = jnp.einsum("bthe,dhe->btd", dl, w_DxHxE.astype(dl.dtype),
+                    preferred_element_type=jnp.float32)  # fmt: skip
+    dw = jnp.einsum("btd,bthe->dhe", x_BxTxD, dl, preferred_element_type=jnp.float32)
+    return (
+        (do * g_BxTxHxE).astype(out_BxTxHxD.dtype),
+        dx.astype(x_BxTxD.dtype),
+        dw.astype(w_DxHxE.dtype),
+        dlogits_BxTxHxE.sum((0, 1)).astype(b_HxE.dtype),
+    )
+
+
+_gate.defvjp(_gate_fwd, _gate_bwd)
 
 
 def sigmoid_noop_mass(lse_BxHxT):

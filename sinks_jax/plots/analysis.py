@@ -33,7 +33,7 @@ def sink_score_heatmap(
     path: str,
     *,
     caption: str = "",
-    title: str = "Sink score of the first token (mean over prompts)",
+    title: str = r"Sink score $\alpha_0$ of the first token (mean over prompts)",
 ) -> str:
     """Layer x head heatmap of sink scores alpha_0 in [0, 1]."""
     scores_LxH = np.asarray(scores_LxH)
@@ -50,7 +50,7 @@ def sink_score_heatmap(
     if L <= 40:
         ax.set_yticks(range(L))
     ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, label="sink score alpha_0")
+    fig.colorbar(im, ax=ax, label=r"sink score $\alpha_0$")
     return _save(fig, caption, path)
 
 
@@ -66,7 +66,7 @@ def sink_rate_per_layer(
     ax = fig.add_subplot()
     for eps, rates_L in rates_by_eps.items():
         rates_L = 100.0 * np.asarray(rates_L)
-        ax.plot(np.arange(len(rates_L)), rates_L, marker="o", label=f"eps = {eps:g}")
+        ax.plot(np.arange(len(rates_L)), rates_L, marker="o", label=rf"$\epsilon$ = {eps:g}")
     ax.set_xlabel("layer")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("sink rate (% of heads)")
@@ -84,18 +84,26 @@ def spread_heatmaps(
     *,
     swap_position: int | None = None,
     token_labels: Sequence[str] | None = None,
+    ratio_L: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     caption: str = "",
-    title: str = "Perturbation spread ||v - v'|| (layer x token)",
+    title: str = r"Perturbation spread $\|v - v'\|_2$ (layer $\times$ token)",
 ) -> str:
-    """Two heatmaps with one shared log colour scale: with `<bos>` (its row dropped) and without."""
+    """Two heatmaps with one shared log colour scale: with `<bos>` (its row dropped) and
+    without; with `ratio_L = (ratio, low, high)` (`analysis.spread_ratio`) a third panel shows,
+    per layer, the mean spread after the swap with `<bos>` over without it and its interval,
+    where a difference too small to see in the colours shows."""
     a, b = np.asarray(div_with_LxT, np.float64), np.asarray(div_without_LxT, np.float64)
     positive = np.concatenate([a[a > 0], b[b > 0]])
     lo = float(positive.min()) if positive.size else 1e-6
     hi = float(positive.max()) if positive.size else 1.0
     norm = LogNorm(vmin=max(lo, hi * 1e-6), vmax=max(hi, lo * 10))
     T = a.shape[1]
-    fig = Figure(figsize=(min(14.0, max(8.0, 0.12 * T * 2 + 3)), 4.0), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    width = min(14.0, max(8.0, 0.12 * T * 2 + 3)) + (3.0 if ratio_L is not None else 0.0)
+    fig = Figure(figsize=(width, 4.0), layout="constrained")
+    ncols = 3 if ratio_L is not None else 2
+    axes = fig.subplots(
+        1, ncols, sharey=True, width_ratios=[1, 1, 0.45] if ncols == 3 else None
+    )
     for ax, data, name in ((axes[0], a, "with <bos>"), (axes[1], b, "without <bos>")):
         im = ax.imshow(
             np.where(data > 0, data, np.nan),
@@ -114,7 +122,21 @@ def spread_heatmaps(
             ax.set_xticklabels(token_labels, rotation=90, fontsize=6)
     axes[0].set_ylabel("layer (0 = embeddings)")
     axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.colorbar(im, ax=list(axes), label="||v - v'||_2 (blank = exactly 0)")
+    fig.colorbar(im, ax=list(axes[:2]), label=r"$\|v - v'\|_2$ (blank = exactly 0)")
+    if ratio_L is not None:
+        ratio, low, high = (np.asarray(x, np.float64) for x in ratio_L)
+        layers = np.arange(len(ratio))
+        ok = np.isfinite(ratio)
+        ax = axes[2]
+        ax.errorbar(
+            ratio[ok], layers[ok],
+            xerr=[np.maximum(ratio - low, 0)[ok], np.maximum(high - ratio, 0)[ok]],
+            fmt="o", ms=3, capsize=2,
+        )
+        ax.axvline(1.0, color="0.5", lw=0.8, ls="--")  # 1: <bos> changes nothing
+        ax.set_xlabel("with / without <bos>")
+        ax.set_title("ratio after the swap (95% CI)", fontsize=9)
+        ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     return _save(fig, caption, path)
 
@@ -134,13 +156,18 @@ def sensitivity_vs_bound(
     fig = Figure(figsize=(6.0, 3.8), layout="constrained")
     ax = fig.add_subplot()
     pos = np.arange(target + 1)
-    ax.semilogy(pos, s / max(s.max(), 1e-30), marker=".", label="||d v_j^(L) / d v_i^(0)||_F")
+    ax.semilogy(
+        pos,
+        s / max(s.max(), 1e-30),
+        marker=".",
+        label=r"$\|\partial v_j^{(L)} / \partial v_i^{(0)}\|_F$",
+    )
     ax.semilogy(
         pos,
         p / max(p.max(), 1e-30),
         marker=".",
         ls="--",
-        label="path sum (prod_l (sum_h A_l + I))[j, i]",
+        label=r"path sum $[\prod_l (\sum_h A_l + I)]_{j,i}$",
     )
     ax.set_xlabel(f"source position i (target j = {target})")
     ax.set_ylabel("value / its maximum (log)")
@@ -169,7 +196,7 @@ def value_norms_sink_vs_rest(
     ax0.plot(layers, rest_vn_LxH.mean(1), marker="s", label="other tokens (mean)")
     ax0.set_xlabel("layer")
     ax0.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax0.set_ylabel("||W_V x|| (mean over heads, prompts)")
+    ax0.set_ylabel(r"$\|W_V x\|$ (mean over heads, prompts)")
     ax0.legend(fontsize=8)
     ax0.grid(alpha=0.3)
     ratio = sink_vn_LxH / np.where(rest_vn_LxH > 0, rest_vn_LxH, 1.0)
@@ -185,8 +212,8 @@ def value_norms_sink_vs_rest(
     ax1.axhline(1.0, color="0.5", lw=0.8, ls="--")
     if np.all(ratio > 0):
         ax1.set_yscale("log")
-    ax1.set_xlabel("sink score alpha_0 of the head")
-    ax1.set_ylabel("||v_0|| / mean ||v_j||, j > 0")
+    ax1.set_xlabel(r"sink score $\alpha_0$ of the head")
+    ax1.set_ylabel(r"$\|v_0\|$ / mean $\|v_j\|$, $j > 0$")
     cbar = fig.colorbar(sc, ax=ax1, label="layer")
     cbar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=10)
@@ -211,20 +238,20 @@ def collapse_curves(
         ax0.plot(np.arange(len(rc)), rc, marker="o")
     ax0.set_xlabel("layer (0 = embeddings)")
     ax0.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax0.set_ylabel("||V - 1 mu^T||_F / ||V||_F")
+    ax0.set_ylabel(r"$\|V - \mathbf{1}\mu^T\|_F \,/\, \|V\|_F$")
     ax0.set_title("rank collapse (mean over prompts)", fontsize=9)
     ax0.grid(alpha=0.3)
     ax1.loglog(
         lengths_R,
         np.maximum(np.asarray(repeat_R), 1e-12),
         marker="o",
-        label="||v_n - v'_n||, last token repeated",
+        label=r"$\|v_n - v'_n\|$, last token repeated",
     )
     ax1.loglog(
         lengths_R,
         np.maximum(np.asarray(last_two_R), 1e-12),
         marker="s",
-        label="||v_{n-1} - v_{n-2}||, last two tokens",
+        label=r"$\|v_{n-1} - v_{n-2}\|$, last two tokens",
     )
     ax1.set_xlabel("sequence length n (tokens)")
     ax1.set_ylabel("distance at the last layer")

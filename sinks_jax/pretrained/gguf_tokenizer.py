@@ -18,7 +18,7 @@ In both, control tokens (type 3, `<bos>`, `<|im_end|>`) are special added tokens
 user-defined ones (type 4: Gemma's "\\n\\n" and runs of spaces, stored with real spaces) are
 plain added tokens matched whole in the raw text, as llama.cpp does before any merging.
 `encode` adds no `<bos>`: prepend `bos_id` where wanted (`tokenizer.ggml.add_bos_token` says
-whether llama.cpp does).
+whether llama.cpp does). Reading a file's metadata is `gguf.load_gguf_tokenizer`'s.
 """
 
 from __future__ import annotations
@@ -148,16 +148,3 @@ def tokenizer_from_metadata(meta: dict[str, Any], spec: str) -> HFTokenizer:
         ids["pad"] = ids["eos"]
     specials = {k: str(int(v)) for k, v in ids.items() if v is not None}
     return HFTokenizer.from_tokenizer(build_tokenizer(meta), spec, **specials)
-
-
-def load_gguf_tokenizer(path: str) -> HFTokenizer:
-    """The tokenizer of a GGUF file (reads only its metadata)."""
-    import os
-
-    import gguf
-
-    from sinks_jax.pretrained.gguf import metadata
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"GGUF file {path!r} does not exist.")
-    return tokenizer_from_metadata(metadata(gguf.GGUFReader(path)), spec=f"gguf:{path}")

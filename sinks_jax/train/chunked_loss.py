@@ -3,7 +3,7 @@
     total = chunked_ce_sum(h_BxTxD, head_DxV, targets_BxT, weights_BxT, chunk=8192)
 
 is sum_t w_t (logsumexp(z_t) - z_t[y_t]) with z_t = h_t W the float32 logits (bf16 operands,
-float32 accumulation: the numbers of `model.transformer.output_head`), computed one chunk of
+float32 accumulation: the numbers of `model.head.output_head`), computed one chunk of
 tokens at a time, so the [N, V] float32 logits of the whole micro-batch are never written.
 
 The loss is a weighted *sum* with weights known in the forward pass, so its gradient is

@@ -1,6 +1,6 @@
 """The base training config: every key a training config has, with its default and meaning.
 
-Config files in `configs/` start from `base_config()` and change what their experiment needs;
+Config files (the built-in ones in `sinks_jax/configs/`) start from `base_config()` and change what their experiment needs;
 `--config.key=value` overrides any of these keys on the command line.
 """
 

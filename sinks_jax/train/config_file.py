@@ -1,8 +1,10 @@
-"""Config files: `get_config(ARG)` of `configs/X.py[:ARG]`, with `--config.key=value`
-overrides applied by absl's config flags; every mistake one line (ConfigError).
+"""Config files: `get_config(ARG)` of `X.py[:ARG]`, with `--config.key=value` overrides
+applied by absl's config flags; every mistake one line (ConfigError).
 
-A relative config path is looked up in the current directory first, then in the repository's
-`configs/` folder beside the installed package (`resolve_config_path`).
+A config is a file path, `PACKAGE:DIR/X.py` (a file inside an installed package) or the name
+of a built-in config (`quickstart`: `sinks_jax/configs/quickstart.py`, package data, so a
+wheel carries it); a relative `configs/X.py` that the current directory lacks is the built-in
+`X.py` (`resolve_config_spec`).
 """
 
 from __future__ import annotations
@@ -85,40 +87,100 @@ def _unknown_key(spec: str, overrides: list[str]) -> str | None:
     return None
 
 
-# The repository's configs/ folder, beside the package (an editable or source install; a
-# wheel does not carry configs/).
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "configs")
+# The built-in configs, package data (`sinks_jax/configs/*.py`): in a wheel as in a clone.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def builtin_configs() -> list[str]:
+    """Names of the built-in configs (`quickstart`, ...), for `--config NAME[:ARG]`."""
+    return sorted(
+        os.path.splitext(f)[0]
+        for f in os.listdir(CONFIGS_DIR)
+        if f.endswith(".py") and not f.startswith("_")
+    )
+
+
+def _package_form(spec: str) -> tuple[str, str, str] | None:
+    """(package, path inside it, ':arg' or '') of `PACKAGE:DIR/X.py[:ARG]`, else None."""
+    head, sep, tail = spec.partition(":")
+    path, sep2, arg = tail.partition(":")
+    if sep and all(p.isidentifier() for p in head.split(".")) and path.endswith(".py"):
+        return head, path, sep2 + arg
+    return None
+
+
+def _package_dir(package: str, spec: str) -> str:
+    """The folder of an installed package (its first search location)."""
+    try:
+        found = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        found = None
+    if found is None or not found.submodule_search_locations:
+        raise ConfigError(
+            f"config {spec!r}: no installed package {package!r}; use PACKAGE:DIR/X.py with an "
+            f"importable package (e.g. sinks_jax:configs/quickstart.py) or a file path."
+        )
+    return list(found.submodule_search_locations)[0]
 
 
 def resolve_config_spec(spec: str) -> str:
-    """`path[:arg]` with `path` found: as given (relative to the current directory), else in
-    the repository's configs/ folder (`configs/X.py` or `X.py`); unchanged when neither
-    exists, so the caller's error names the path the user gave."""
+    """`path[:arg]` with `path` an existing file where one is found, else unchanged (so the
+    caller's error names the path the user gave). Accepted forms, in this order:
+
+    - a file path (absolute, or relative to the current directory), `[:arg]` after it;
+    - `PACKAGE:DIR/X.py[:arg]`, a file inside an installed package
+      (`sinks_jax:configs/quickstart.py`);
+    - a built-in config by name, `NAME[:arg]` (`quickstart:128`);
+    - a relative `configs/X.py[:arg]` or `X.py[:arg]` that the current directory lacks: the
+      built-in config of that file name (the paths of the repository's former configs/).
+    """
+    package = _package_form(spec)
+    if package is not None and not os.path.isfile(spec.partition(":")[0]):
+        name, inner, arg = package
+        return os.path.join(_package_dir(name, spec), os.path.normpath(inner)) + arg
     path, sep, arg = spec.partition(":")
-    if os.path.isfile(path) or os.path.isabs(path):
+    if os.path.isfile(path) or os.path.isabs(path) or not path:
         return spec
     rel = os.path.normpath(path)
     if rel.split(os.sep)[0] == "configs":
         rel = os.path.relpath(rel, "configs")
+    if os.sep not in rel and not rel.endswith(".py") and rel.isidentifier():
+        rel += ".py"  # a built-in config by name
     found = os.path.join(CONFIGS_DIR, rel)
     return found + sep + arg if os.path.isfile(found) else spec
+
+
+def with_config_arg(spec: str, arg: str) -> str:
+    """`spec` as the user spelled it, with its `:ARG` replaced by `arg` (a sweep's variant)."""
+    package = _package_form(spec)
+    if package is not None and not os.path.isfile(spec.partition(":")[0]):
+        return f"{package[0]}:{package[1]}:{arg}"
+    return f"{spec.partition(':')[0]}:{arg}"
+
+
+def _missing_file_message(path: str) -> str:
+    by_name = os.sep not in path and not path.endswith(".py")  # meant a built-in config
+    near = [] if by_name else sorted(glob.glob(os.path.join(os.path.dirname(path) or ".", "*.py")))
+    near = [p for p in near if not os.path.basename(p).startswith("_")]
+    if near:
+        return f"config file {path!r} does not exist; files next to it: {', '.join(near)}."
+    return (
+        f"config file {path!r} does not exist; files built in (--config NAME[:ARG]): "
+        f"{', '.join(builtin_configs())}."
+    )
 
 
 def load_config(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """The config of `path[:arg]` with `--config.key=value` overrides applied (absl parsing).
 
     Raises ConfigError with one line for a missing file, a `get_config` that fails, an
-    unknown key (with ml_collections' "did you mean") or a value of the wrong type. A relative
-    path is looked up in the current directory, then in the repository's configs/.
+    unknown key (with ml_collections' "did you mean") or a value of the wrong type. `spec` is
+    a file path, `PACKAGE:DIR/X.py` or a built-in config's name (`resolve_config_spec`).
     """
     spec = resolve_config_spec(spec)
     path = spec.partition(":")[0]
     if not os.path.isfile(path):
-        near = sorted(glob.glob(os.path.join(os.path.dirname(path) or ".", "*.py")))
-        raise ConfigError(
-            f"config file {path!r} does not exist"
-            + (f"; files next to it: {', '.join(near)}." if near else "; see configs/*.py.")
-        )
+        raise ConfigError(_missing_file_message(path))
     try:
         config = _config_from_file(spec)
     except Exception as e:  # whatever the file or its get_config() raised, in one line.

@@ -82,6 +82,7 @@ class Run:
     train_stats_fn: Callable
     eval_fn: Callable
     bos_eval_fn: Callable  # (params, with_bos_NxT, text_NxT) -> sink scores and losses.
+    sink_score_fn: Callable  # (params, tokens_NxT) -> [L, N, H] sink scores only.
     spread_fn: Callable  # (params, tokens_NxT, swapped_NxT) -> [L+1, N, T] relative divergence.
     batch_sharding: Any  # [k, B, T] train batches.
     eval_batch_sharding: Any  # [B, T] validation batches.
@@ -157,6 +158,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
             param_shardings=state.param_shardings,
             replicated=repl,
         ),
+        sink_score_fn=step_lib.make_replicated_eval(
+            step_lib.sink_score_eval,
+            state.graphdef,
+            param_shardings=state.param_shardings,
+            replicated=repl,
+            num_token_arrays=1,
+        ),
         spread_fn=step_lib.make_replicated_eval(
             step_lib.spread_eval,
             state.graphdef,
@@ -230,8 +238,19 @@ def evaluate(run: Run) -> dict[str, Any]:
 
 def sink_scores(run: Run, tokens_NxT: np.ndarray) -> jax.Array:
     """`[L, N, H]` Gu's sink score of key 0 on plain (one document per row) sequences."""
-    tokens = jax.device_put(tokens_NxT, run.replicated)
-    return run.bos_eval_fn(run.params, tokens, tokens)["scores_bos"]
+    return run.sink_score_fn(run.params, jax.device_put(tokens_NxT, run.replicated))
+
+
+def window_losses(run: Run) -> dict[str, np.ndarray]:
+    """`{"bos": [N], "nobos": [N]}`: each held-out window's mean next-token loss (nats) on the
+    same T - 1 targets, read with `<bos>` and text only (kept in sink_scores.npz)."""
+    sets = run.sink_sets
+    res = run.bos_eval_fn(
+        run.params, *(jax.device_put(sets[n], run.replicated) for n in ("bos", "nobos"))
+    )
+    targets = sets["nobos"].shape[1] - 1
+    return {n: np.asarray(jax.device_get(res[f"nll_{n}"]), np.float64) / targets
+            for n in ("bos", "nobos")}  # fmt: skip
 
 
 def spread_divergence(run: Run, tokens_NxT: np.ndarray, swapped_NxT: np.ndarray) -> np.ndarray:
@@ -343,12 +362,15 @@ def finish(
     summary = {"status": "finished", "step": step}
     summary.update({k: v for k, v in final.items() if k.startswith("val_") and "scores" not in k})
     resamples = run.config.get("eval_bootstrap", 1000)
+    losses = window_losses(run)
     summary["sink_profile"] = sink_eval.final_sink_profiles(
         functools.partial(sink_scores, run),
         run.sink_sets,
         out_dir=run.workdir if run.is_main else None,
         num_resamples=resamples,
+        window_loss=losses,
     )
+    summary["window_loss"] = sink_eval.final_window_losses(losses, run.sink_sets, resamples)
     summary["perturbation_spread"] = sink_eval.final_perturbation_spread(
         functools.partial(spread_divergence, run), run.sink_sets, num_resamples=resamples
     )

@@ -30,11 +30,11 @@ from flax import nnx
 
 from sinks_jax import analysis
 from sinks_jax.model import ModelConfig, Transformer, fused, sink_query_mask
+from sinks_jax.records.scores import SINK_EPS
 from sinks_jax.train.chunked_loss import chunked_ce_sum
 
 Batch = dict[str, jax.Array]
 Params = dict[str, Any]
-SINK_EPS = (0.3, 0.8)
 
 
 def apply_model(
@@ -343,19 +343,34 @@ def bos_eval(
       nll_bos, nll_nobos        [N]        summed next-token loss on the same T - 1 targets
                                            (`analysis.same_target_nll`)
     """
-    N, T = text_NxT.shape
-    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
     out, logits = {}, {}
     for name, tokens_NxT in (("bos", with_bos_NxT), ("nobos", text_NxT)):
-        batch = {"tokens": tokens_NxT, "positions": positions, "segment_ids": None}
-        logits[name], aux = apply_model(
-            graphdef, params, batch, use_segments=False, collect=("sink_attn",)
-        )
-        out[f"scores_{name}"] = analysis.sink_scores_from_column(aux["sink_attn"])
+        logits[name], out[f"scores_{name}"] = _held_out_pass(graphdef, params, tokens_NxT)
     out["nll_bos"], out["nll_nobos"] = analysis.same_target_nll(
         logits["bos"], logits["nobos"], text_NxT
     )
     return out
+
+
+def sink_score_eval(graphdef: nnx.GraphDef, params: Params, tokens_NxT: jax.Array) -> jax.Array:
+    """`[L, N, H]` Gu's sink score of key 0 on held-out rows, as `bos_eval` reads it: one
+    forward pass that stops at the final hidden states (no output head, no loss)."""
+    _, scores_LxNxH = _held_out_pass(graphdef, params, tokens_NxT, logits=False)
+    return scores_LxNxH
+
+
+def _held_out_pass(
+    graphdef: nnx.GraphDef, params: Params, tokens_NxT: jax.Array, logits: bool = True
+) -> tuple[jax.Array | None, jax.Array]:
+    """(logits, or None without `logits`; `[L, N, H]` sink scores) of rows read as one
+    document each, causal, positions 0..T-1."""
+    N, T = tokens_NxT.shape
+    positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
+    batch = {"tokens": tokens_NxT, "positions": positions, "segment_ids": None}
+    out, aux = apply_model(
+        graphdef, params, batch, use_segments=False, collect=("sink_attn",), features=not logits
+    )
+    return (out if logits else None), analysis.sink_scores_from_column(aux["sink_attn"])
 
 
 def spread_eval(
@@ -376,16 +391,22 @@ def spread_eval(
 
 
 def make_replicated_eval(
-    fn: Callable, graphdef: nnx.GraphDef, *, param_shardings: Any, replicated: Any
+    fn: Callable,
+    graphdef: nnx.GraphDef,
+    *,
+    param_shardings: Any,
+    replicated: Any,
+    num_token_arrays: int = 2,
 ) -> Callable:
-    """`fn(graphdef, params, *tokens)` (`bos_eval`, `spread_eval`) jitted with explicit
-    shardings: `evaluate(params, *tokens)`, small token arrays and results replicated."""
+    """`fn(graphdef, params, *tokens)` (`bos_eval`, `spread_eval`: two token arrays;
+    `sink_score_eval`: one) jitted with explicit shardings: `evaluate(params, *tokens)`, small
+    token arrays and results replicated."""
 
     def body(params, *tokens):
         return fn(graphdef, params, *tokens)
 
     return jax.jit(
         body,
-        in_shardings=(param_shardings, replicated, replicated),
+        in_shardings=(param_shardings, *[replicated] * num_token_arrays),
         out_shardings=replicated,
     )

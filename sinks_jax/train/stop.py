@@ -14,6 +14,10 @@ class StopRequest:
     action back, so a second Ctrl-C kills the process at once, without saving."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    # The newest signal any StopRequest received (signals are process-wide): a caller that
+    # runs several trainings (a sweep) clears it and reads it after each, since a Ctrl-C
+    # during a run's final evaluation lets that run finish.
+    last_signal: str | None = None
 
     def __init__(self):
         self.signal: str | None = None
@@ -27,6 +31,7 @@ class StopRequest:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signal = self.signal or signal.Signals(signum).name
+        StopRequest.last_signal = self.signal
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             print(
