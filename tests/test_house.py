@@ -29,7 +29,7 @@ ROOMS: dict[str, set[str]] = {
     "plots": {"records"},
     "pretrained": {"data", "model", "streaming"},
     "hf": {"pretrained"},
-    "streaming": {"analysis", "model"},
+    "streaming": {"analysis", "data", "model"},
     "html": {"analysis", "records"},
     "train": {"model", "analysis", "data", "pretrained", "records"},
     "configs": {"train", "model"},

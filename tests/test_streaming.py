@@ -2,11 +2,10 @@
 ring-buffer cache, the all-queries-at-once evaluation, the plain forward pass and an
 independent float64 numpy decoder must agree, on tiny random models of every family."""
 
-import numpy as np
-import pytest
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 from flax import nnx
 
 from sinks_jax.model import ModelConfig, Transformer
@@ -22,16 +21,32 @@ FAMILIES = {
     # Gemma 2/3 shape: local and global layers (own RoPE base), q/k norms, post-norms, 1 + w
     # norm scale, embedding scale, soft-capping.
     "gemma": dict(
-        num_layers=3, num_heads=4, num_kv_heads=1, layer_types=("local", "global", "local"),
-        sliding_window=5, rope_local_theta=100.0, qk_norm=True, post_norms=True,
-        norm_scale_offset=1.0, embedding_scale=8.0, attn_logit_softcap=4.0,
-        final_logit_softcap=12.0, activation="gelu_tanh", tie_embeddings=True,
-    ),  # fmt: skip
+        num_layers=3,
+        num_heads=4,
+        num_kv_heads=1,
+        layer_types=("local", "global", "local"),
+        sliding_window=5,
+        rope_local_theta=100.0,
+        qk_norm=True,
+        post_norms=True,
+        norm_scale_offset=1.0,
+        embedding_scale=8.0,
+        attn_logit_softcap=4.0,
+        final_logit_softcap=12.0,
+        activation="gelu_tanh",
+        tie_embeddings=True,
+    ),
     # GPT-2 shape: learned absolute positions, LayerNorm, biases, plain GELU MLP.
     "gpt2": dict(
-        position_type="learned", norm_type="layer", gated_mlp=False, activation="gelu_tanh",
-        qkv_bias=True, out_bias=True, mlp_bias=True, max_position_embeddings=64,
-    ),  # fmt: skip
+        position_type="learned",
+        norm_type="layer",
+        gated_mlp=False,
+        activation="gelu_tanh",
+        qkv_bias=True,
+        out_bias=True,
+        mlp_bias=True,
+        max_position_embeddings=64,
+    ),
 }
 
 
@@ -80,7 +95,9 @@ def test_policy_positions_follow_streamingllm():
     assert CachePolicy.parse("dense").dense
 
 
-@pytest.mark.parametrize("bad", [dict(sinks=-1, window=4), dict(sinks=2, window=0), dict(sinks=1.5)])
+@pytest.mark.parametrize(
+    "bad", [dict(sinks=-1, window=4), dict(sinks=2, window=0), dict(sinks=1.5)]
+)
 def test_policy_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="CachePolicy"):
         CachePolicy(**bad)
@@ -140,8 +157,9 @@ def test_window_covering_the_text_reproduces_the_forward_pass(family):
     model = tiny_model(**FAMILIES[family])
     tokens = stream(T=20)
     ref = plain_nll(model, tokens)
-    np.testing.assert_allclose(fast_nll(model, tokens, CachePolicy(0, 20), backend="xla"), ref,
-                               atol=ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        fast_nll(model, tokens, CachePolicy(0, 20), backend="xla"), ref, atol=ATOL
+    )
     np.testing.assert_allclose(decode_nll(model, tokens, CachePolicy(3, 40)), ref, atol=ATOL)
 
 
@@ -150,8 +168,9 @@ def test_dense_fast_and_decode_reproduce_the_forward_pass():
     model = tiny_model(**FAMILIES["gemma"])
     tokens = stream(T=20)
     ref = plain_nll(model, tokens)
-    np.testing.assert_allclose(fast_nll(model, tokens, CachePolicy(), backend="blockwise"), ref,
-                               atol=ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        fast_nll(model, tokens, CachePolicy(), backend="blockwise"), ref, atol=ATOL
+    )
     np.testing.assert_allclose(decode_nll(model, tokens, CachePolicy(0, 20)), ref, atol=ATOL)
 
 
@@ -172,8 +191,9 @@ def test_attention_variants_stream_like_the_forward_pass(variant):
     pol = CachePolicy(1, 5)
     dec = decode_nll(model, tokens, pol, segment=17)
     np.testing.assert_allclose(dec[:, :6], ref[:, :6], atol=ATOL)
-    np.testing.assert_allclose(fast_nll(model, tokens, pol, backend="blockwise", chunk=8, block_size=4),
-                               dec, atol=ATOL)  # fmt: skip
+    np.testing.assert_allclose(
+        fast_nll(model, tokens, pol, backend="blockwise", chunk=8, block_size=4), dec, atol=ATOL
+    )
 
 
 def test_learned_positions_are_bounded_by_the_table():
@@ -188,14 +208,22 @@ def test_learned_positions_are_bounded_by_the_table():
 
 
 def _np_params(model):
-    f64 = lambda x: np.asarray(x[...], np.float64)  # noqa: E731
+    f64 = lambda x: np.asarray(x[...], np.float64)
     L = model.layers
     return dict(
-        emb=f64(model.embedding), head=f64(model.lm_head), final=f64(model.final_norm.scale),
-        attn_norm=f64(L.attn_norm.scale), mlp_norm=f64(L.mlp_norm.scale), wq=f64(L.wq),
-        wk=f64(L.wk), wv=f64(L.wv), wo=f64(L.wo), w_gate=f64(L.w_gate), w_up=f64(L.w_up),
+        emb=f64(model.embedding),
+        head=f64(model.lm_head),
+        final=f64(model.final_norm.scale),
+        attn_norm=f64(L.attn_norm.scale),
+        mlp_norm=f64(L.mlp_norm.scale),
+        wq=f64(L.wq),
+        wk=f64(L.wk),
+        wv=f64(L.wv),
+        wo=f64(L.wo),
+        w_gate=f64(L.w_gate),
+        w_up=f64(L.w_up),
         w_down=f64(L.w_down),
-    )  # fmt: skip
+    )
 
 
 def numpy_stream_nll(model, tokens, sinks, window):
@@ -213,7 +241,9 @@ def numpy_stream_nll(model, tokens, sinks, window):
     def rope(x, pos):  # x [..., hd], half-split pairs
         a = pos * inv
         x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-        return np.concatenate([x1 * np.cos(a) - x2 * np.sin(a), x2 * np.cos(a) + x1 * np.sin(a)], -1)
+        return np.concatenate(
+            [x1 * np.cos(a) - x2 * np.sin(a), x2 * np.cos(a) + x1 * np.sin(a)], -1
+        )
 
     out = []
     for row in np.asarray(tokens):
@@ -252,9 +282,13 @@ def numpy_stream_nll(model, tokens, sinks, window):
 
 @pytest.mark.parametrize(
     "sinks,window",
-    [(1, 4), pytest.param(0, 5, marks=SLOW), pytest.param(4, 3, marks=SLOW),
-     pytest.param(2, None, marks=SLOW)],
-)  # fmt: skip
+    [
+        (1, 4),
+        pytest.param(0, 5, marks=SLOW),
+        pytest.param(4, 3, marks=SLOW),
+        pytest.param(2, None, marks=SLOW),
+    ],
+)
 def test_decode_equals_an_independent_float64_decoder(sinks, window):
     model = tiny_model(num_heads=4, num_kv_heads=2, rope_theta=500.0)
     tokens = stream(B=1, T=16)

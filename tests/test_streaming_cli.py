@@ -11,15 +11,49 @@ from sinks_jax import cli
 TINY = ["stream", "--init-tiny", "--max-tokens", "160", "--bin", "40", "--curve-bin", "20"]
 
 RECORD_KEYS = {
-    "name", "kind", "sinks", "window", "cache_size", "group", "mode", "num_tokens",
-    "num_predicted", "mean_nll", "ppl", "ppl_low", "ppl_high", "nll_low", "nll_high",
-    "after_eviction", "curve", "nll_key", "seconds", "tokens_per_second",
-}  # fmt: skip
+    "name",
+    "kind",
+    "sinks",
+    "window",
+    "cache_size",
+    "group",
+    "mode",
+    "num_tokens",
+    "num_predicted",
+    "mean_nll",
+    "ppl",
+    "ppl_low",
+    "ppl_high",
+    "nll_low",
+    "nll_high",
+    "after_eviction",
+    "curve",
+    "nll_key",
+    "seconds",
+    "tokens_per_second",
+}
 SETTINGS_KEYS = {
-    "command", "model", "model_name", "family", "context", "tokenizer", "text", "bos",
-    "num_tokens", "streams", "mode", "backend", "dtype", "bin", "curve_bin", "bootstrap",
-    "device", "platform", "jax", "date",
-}  # fmt: skip
+    "command",
+    "model",
+    "model_name",
+    "family",
+    "context",
+    "tokenizer",
+    "text",
+    "bos",
+    "num_tokens",
+    "streams",
+    "mode",
+    "backend",
+    "dtype",
+    "bin",
+    "curve_bin",
+    "bootstrap",
+    "device",
+    "platform",
+    "jax",
+    "date",
+}
 
 
 def test_stream_writes_table_json_npz_and_figure(tmp_path, capsys):
@@ -45,22 +79,40 @@ def test_stream_writes_table_json_npz_and_figure(tmp_path, capsys):
         assert rec["ppl_low"] <= rec["ppl"] <= rec["ppl_high"]
         assert rec["curve"]["tokens"][-1] == 160 and len(rec["curve"]["ppl_bin"]) == 8
     cache = result["records"][1]
-    assert (cache["kind"], cache["sinks"], cache["window"], cache["cache_size"]) == ("cache", 2, 30, 32)
+    assert (cache["kind"], cache["sinks"], cache["window"], cache["cache_size"]) == (
+        "cache",
+        2,
+        30,
+        32,
+    )
     assert cache["after_eviction"]["num_predicted"] == 159 - 32
     dense = result["records"][2]
     assert dense["window"] is None and dense["after_eviction"] is None
     table = result["table"]
     assert table["columns"] == ["0", "2", "dense"]
     assert table["rows"][0]["cells"]["dense"] == dense["ppl"]
-    assert (out / "stream.png").stat().st_size > 0 and "| cache |" in (out / "stream.md").read_text()
+    assert (out / "stream.png").stat().st_size > 0 and "| cache |" in (
+        out / "stream.md"
+    ).read_text()
 
 
 def test_stream_token_file_and_both_modes_agree(tmp_path, capsys):
     ids = tmp_path / "ids.jsonl"
     ids.write_text("\n".join(json.dumps({"ids": list(range(i, i + 50))}) for i in (0, 60, 120)))
     out = tmp_path / "s"
-    argv = [*TINY, "--tokens", str(ids), "--cache", "1+15", "--mode", "both", "--doc-sep", "none",
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        *TINY,
+        "--tokens",
+        str(ids),
+        "--cache",
+        "1+15",
+        "--mode",
+        "both",
+        "--doc-sep",
+        "none",
+        "--out",
+        str(out),
+    ]
     assert cli.main(argv) == 0
     rec = json.loads((out / "stream.json").read_text())["records"][0]
     assert rec["num_tokens"] == 150 and rec["check"]["max_abs_diff"] < 1e-4
@@ -99,8 +151,18 @@ def test_stream_usage_errors_are_one_line(capsys):
 
 
 def test_generate_with_a_bounded_cache(capsys):
-    argv = ["generate", "--init-tiny", "--prompt", "Hello", "--max-new-tokens", "12",
-            "--window", "4", "--sinks", "1"]  # fmt: skip
+    argv = [
+        "generate",
+        "--init-tiny",
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "12",
+        "--window",
+        "4",
+        "--sinks",
+        "1",
+    ]
     assert cli.main(argv) == 0
     assert capsys.readouterr().out.startswith("Hello")
     assert cli.main(["generate", "--init-tiny", "--prompt", "x", "--sinks", "2"]) == 2

@@ -84,9 +84,15 @@ def generate(
     graphdef, params = nnx.split(model)
     state = decode.init_state(model, policy, 1, max_len=total)
     new = _generate(
-        graphdef, params, state, jnp.asarray(prompt_ids, jnp.int32)[None],
-        jax.random.key(seed), policy, max_new_tokens, float(temperature),
-    )  # fmt: skip
+        graphdef,
+        params,
+        state,
+        jnp.asarray(prompt_ids, jnp.int32)[None],
+        jax.random.key(seed),
+        policy,
+        max_new_tokens,
+        float(temperature),
+    )
     out = list(prompt_ids)
     for token in np.asarray(new)[0].tolist():
         out.append(int(token))

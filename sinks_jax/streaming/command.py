@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from sinks_jax import cli_args
+from sinks_jax.streaming.texts import stream_tokens
 
 SCHEMA = "sinks_jax.stream/1"
 
@@ -59,164 +60,103 @@ def build_parser() -> argparse.ArgumentParser:
     txt.add_argument("--text", help="a text file (.txt) or documents (.jsonl[.gz|.xz|.bz2])")
     txt.add_argument("--source", help="a data source spec (e.g. text:GLOB); see --split")
     txt.add_argument("--tokens", help="token ids: a JSON list, or JSON lines with 'ids'")
-    p.add_argument("--split", default="valid", choices=("valid", "train", "all"),
-                   help="--source / the run's source: which split (default valid)")  # fmt: skip
-    p.add_argument("--doc-sep", default="eos", choices=("eos", "bos", "none"),
-                   help="token between documents (default: the tokenizer's <eos>)")  # fmt: skip
+    p.add_argument(
+        "--split",
+        default="valid",
+        choices=("valid", "train", "all"),
+        help="--source / the run's source: which split (default valid)",
+    )
+    p.add_argument(
+        "--doc-sep",
+        default="eos",
+        choices=("eos", "bos", "none"),
+        help="token between documents (default: the tokenizer's <eos>)",
+    )
     p.add_argument("--bos", action="store_true", help="put <bos> at the start of every stream")
-    p.add_argument("--max-tokens", type=cli_args.whole(2), default=65536,
-                   help="tokens read per stream, <bos> included (default 65536)")  # fmt: skip
-    p.add_argument("--streams", type=cli_args.whole(1), default=1,
-                   help="cut the text into this many streams, read as a batch (default 1)")  # fmt: skip
+    p.add_argument(
+        "--max-tokens",
+        type=cli_args.whole(2),
+        default=65536,
+        help="tokens read per stream, <bos> included (default 65536)",
+    )
+    p.add_argument(
+        "--streams",
+        type=cli_args.whole(1),
+        default=1,
+        help="cut the text into this many streams, read as a batch (default 1)",
+    )
     p.add_argument("--cache", nargs="+", default=[], metavar="K+W", help="caches to read with")
-    p.add_argument("--window", nargs="+", type=cli_args.whole(1), default=[], metavar="W",
-                   help="windows W, each with every --sinks K (cache K+W)")  # fmt: skip
-    p.add_argument("--size", nargs="+", type=cli_args.whole(1), default=[], metavar="S",
-                   help="cache sizes S, each with every --sinks K (cache K+(S-K))")  # fmt: skip
-    p.add_argument("--sinks", nargs="+", type=cli_args.whole(0), default=[0, 1, 2, 4, 8], metavar="K",
-                   help="sink counts for --window/--size (default 0 1 2 4 8)")  # fmt: skip
+    p.add_argument(
+        "--window",
+        nargs="+",
+        type=cli_args.whole(1),
+        default=[],
+        metavar="W",
+        help="windows W, each with every --sinks K (cache K+W)",
+    )
+    p.add_argument(
+        "--size",
+        nargs="+",
+        type=cli_args.whole(1),
+        default=[],
+        metavar="S",
+        help="cache sizes S, each with every --sinks K (cache K+(S-K))",
+    )
+    p.add_argument(
+        "--sinks",
+        nargs="+",
+        type=cli_args.whole(0),
+        default=[0, 1, 2, 4, 8],
+        metavar="K",
+        help="sink counts for --window/--size (default 0 1 2 4 8)",
+    )
     p.add_argument("--dense", action="store_true", help="add dense attention (no eviction)")
-    p.add_argument("--recompute", action="store_true",
-                   help="add the sliding window with re-computation, per window/size")  # fmt: skip
-    p.add_argument("--mode", choices=("fast", "decode", "both"), default="fast",
-                   help="fast (all queries at once), decode (token by token), or both "
-                   "(fast, checked against decode)")  # fmt: skip
-    p.add_argument("--backend", default=None, help="windowed kernel of the fast path "
-                   "(default: the model's, else cudnn on a GPU in bf16, else blockwise)")  # fmt: skip
-    p.add_argument("--chunk", type=cli_args.whole(1), default=None, help="fast path: tokens per chunk")
-    p.add_argument("--bin", type=cli_args.whole(1), default=1000,
-                   help="targets per bootstrap chunk (default 1000)")  # fmt: skip
-    p.add_argument("--curve-bin", type=cli_args.whole(1), default=None,
-                   help="targets per bin of the curves (default: --bin)")  # fmt: skip
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="add the sliding window with re-computation, per window/size",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("fast", "decode", "both"),
+        default="fast",
+        help="fast (all queries at once), decode (token by token), or both "
+        "(fast, checked against decode)",
+    )
+    p.add_argument(
+        "--backend",
+        default=None,
+        help="windowed kernel of the fast path "
+        "(default: the model's, else cudnn on a GPU in bf16, else blockwise)",
+    )
+    p.add_argument(
+        "--chunk", type=cli_args.whole(1), default=None, help="fast path: tokens per chunk"
+    )
+    p.add_argument(
+        "--bin",
+        type=cli_args.whole(1),
+        default=1000,
+        help="targets per bootstrap chunk (default 1000)",
+    )
+    p.add_argument(
+        "--curve-bin",
+        type=cli_args.whole(1),
+        default=None,
+        help="targets per bin of the curves (default: --bin)",
+    )
     p.add_argument("--dtype", default=None, help="compute dtype of --hf models (default float32)")
-    p.add_argument("--seed", type=cli_args.whole(0), default=0, help="random inits and the bootstrap")
+    p.add_argument(
+        "--seed", type=cli_args.whole(0), default=0, help="random inits and the bootstrap"
+    )
     p.add_argument("--name", default=None, help="the model's label in tables and figures")
     cli_args.add_tokenizer(p, note="with --workdir the run's, with --hf the checkpoint's")
     cli_args.add_out(p, "output folder (stream.json, stream_nll.npz, stream.md, stream.png)")
-    p.add_argument("--html", action="store_true",
-                   help="also write report.html: an interactive page that opens from disk")  # fmt: skip
-    return p
-
-
-# --------------------------------------------------------------------------- text
-
-
-def _read_token_file(path: str) -> list[list[int]]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--tokens {path!r}: no such file.")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        data = json.loads(text)
-        docs = [data]
-    except json.JSONDecodeError:
-        docs = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--tokens {path}:{n}: not valid JSON ({e}).") from None
-            if not isinstance(rec, dict) or "ids" not in rec:
-                raise ValueError(f"--tokens {path}:{n}: each JSON line needs an 'ids' list.")
-            docs.append(rec["ids"])
-    for doc in docs:
-        if not isinstance(doc, list) or not all(isinstance(i, int) and not isinstance(i, bool)
-                                                for i in doc):  # fmt: skip
-            raise ValueError(
-                f"--tokens {path!r}: expected a JSON list of integer token ids (or JSON lines "
-                "each with an 'ids' list of integers)."
-            )
-    return docs
-
-
-def _jsonl_documents(path: str):
-    """The 'text' field of each line of a (compressed) JSON-lines file, in order."""
-    import bz2
-    import gzip
-    import lzma
-
-    opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(
-        os.path.splitext(path)[1], open
+    p.add_argument(
+        "--html",
+        action="store_true",
+        help="also write report.html: an interactive page that opens from disk",
     )
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line).get("text")
-            except (json.JSONDecodeError, AttributeError):
-                raise ValueError(f"--text {path}:{n}: not a JSON object with a 'text' field.")
-            if isinstance(text, str) and text.strip():
-                yield text
-
-
-def _documents(args, tok, run_config) -> tuple[Any, str]:
-    """(iterator of document texts or token-id sequences, description)."""
-    from sinks_jax.data.corpus import document_tokens
-
-    if args.tokens:
-        return _read_token_file(args.tokens), f"tokens:{args.tokens}"
-    if args.text:
-        if not os.path.isfile(args.text):
-            raise FileNotFoundError(f"--text {args.text!r}: no such file.")
-        base = args.text
-        for ext in (".gz", ".xz", ".bz2"):
-            base = base[: -len(ext)] if base.endswith(ext) else base
-        if base.endswith(".jsonl"):  # every document of the file, in order
-            return _jsonl_documents(args.text), f"file:{args.text}"
-        with open(args.text, encoding="utf-8", errors="replace") as f:
-            return [f.read()], f"file:{args.text}"
-    if args.source:
-        docs = document_tokens(args.source, tok, args.split)
-        return docs, f"source:{args.source} ({args.split})"
-    if run_config is not None:
-        try:
-            spec = str(run_config["data"]["source"])
-        except (KeyError, TypeError):
-            raise ValueError(
-                "--workdir: the run's config names no data.source; pass --text, --source or "
-                "--tokens."
-            ) from None
-        return document_tokens(spec, tok, args.split), f"source:{spec} ({args.split}, the run's)"
-    from sinks_jax.analysis import prompts
-
-    return list(prompts.DEFAULT_PROMPTS), "built-in paragraphs"
-
-
-def stream_tokens(args, tok, run_config, vocab_size: int) -> tuple[np.ndarray, str]:
-    """int32 [streams, N]: the text's tokens, cut into streams (with <bos> first if asked)."""
-    docs, desc = _documents(args, tok, run_config)
-    sep_id = {"eos": getattr(tok, "eos_id", None), "bos": getattr(tok, "bos_id", None),
-              "none": None}[args.doc_sep]  # fmt: skip
-    bos_id = getattr(tok, "bos_id", None)
-    if args.bos and bos_id is None:
-        raise ValueError("--bos: this tokenizer has no <bos> token.")
-    per_stream = args.max_tokens - (1 if args.bos else 0)
-    need = per_stream * args.streams
-    ids: list[int] = []
-    for i, doc in enumerate(docs):
-        if i and sep_id is not None:
-            ids.append(int(sep_id))
-        ids.extend(int(t) for t in (tok.encode(doc) if isinstance(doc, str) else doc))
-        if len(ids) >= need:
-            break
-    if args.streams < 1:
-        raise ValueError(f"--streams {args.streams}: give a count >= 1.")
-    n = min(per_stream, len(ids) // args.streams)
-    if n < 2:
-        raise ValueError(f"{desc}: {len(ids)} tokens are too few for {args.streams} stream(s).")
-    rows = np.asarray(ids[: n * args.streams], np.int64).reshape(args.streams, n)
-    if args.bos:
-        rows = np.concatenate([np.full((args.streams, 1), bos_id), rows], axis=1)
-    bad = (rows < 0) | (rows >= vocab_size)
-    if bad.any():
-        raise ValueError(
-            f"{desc}: token id {int(rows[bad][0])} is outside the model's vocabulary of "
-            f"{vocab_size}; the ids must come from the model's tokenizer."
-        )
-    return rows.astype(np.int32), desc
+    return p
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -228,9 +168,9 @@ def evaluate(model, tokens_SxN, config, args, progress_fn) -> tuple[np.ndarray, 
 
     extra: dict[str, Any] = {}
     if config["kind"] == "recompute":
-        return np.asarray(recompute_nll(model, tokens_SxN, config["window"], progress=progress_fn)), {
-            "mode": "recompute"
-        }
+        return np.asarray(
+            recompute_nll(model, tokens_SxN, config["window"], progress=progress_fn)
+        ), {"mode": "recompute"}
     policy = config["policy"]
     if config["kind"] == "dense":
         nll = fast_nll(model, tokens_SxN, policy, backend=args.backend, progress=progress_fn)
@@ -239,8 +179,11 @@ def evaluate(model, tokens_SxN, config, args, progress_fn) -> tuple[np.ndarray, 
         return np.asarray(decode_nll(model, tokens_SxN, policy, progress=progress_fn)), {
             "mode": "decode"
         }
-    nll = np.asarray(fast_nll(model, tokens_SxN, policy, backend=args.backend, chunk=args.chunk,
-                              progress=progress_fn))  # fmt: skip
+    nll = np.asarray(
+        fast_nll(
+            model, tokens_SxN, policy, backend=args.backend, chunk=args.chunk, progress=progress_fn
+        )
+    )
     extra["mode"] = "fast"
     if args.mode == "both":
         ref = np.asarray(decode_nll(model, tokens_SxN, policy))
@@ -268,9 +211,13 @@ def run(args: argparse.Namespace) -> dict:
         if value < 1:
             raise ValueError(f"{flag} {value}: give a positive number of targets.")
     configs = grid.configurations(
-        windows=args.window, sizes=args.size, sinks=args.sinks, caches=args.cache,
-        dense=args.dense, recompute=args.recompute,
-    )  # fmt: skip
+        windows=args.window,
+        sizes=args.size,
+        sinks=args.sinks,
+        caches=args.cache,
+        dense=args.dense,
+        recompute=args.recompute,
+    )
     tokenizer_given = args.tokenizer != "byte"
     if args.hf and args.dtype:
         args.hf_dtype = args.dtype
@@ -344,7 +291,11 @@ def run(args: argparse.Namespace) -> dict:
         elif c["kind"] == "recompute":
             first_eviction = c["window"]
         summary = summarize(
-            nll, first_eviction=first_eviction, bin_size=args.bin, curve_bin=args.curve_bin,
+            nll,
+            first_eviction=first_eviction,
+            bin_size=args.bin,
+            curve_bin=args.curve_bin,
+            context=settings["context"],
             seed=args.seed,
         )
         rec = {
@@ -354,7 +305,7 @@ def run(args: argparse.Namespace) -> dict:
             "window": (policy.window if c["kind"] == "cache" else c.get("window")),
             "cache_size": c.get("size"),
             "group": c["group"],
-            **{"mode": extra.pop("mode")},
+            "mode": extra.pop("mode"),
             "num_tokens": int(N),
             **summary,
             "nll_key": c["name"],
@@ -364,20 +315,30 @@ def run(args: argparse.Namespace) -> dict:
         }
         records.append(rec)
         arrays[c["name"]] = nll.astype(np.float32)
-        _write(args.out, {"schema": SCHEMA, "settings": settings, "records": records,
-                          "complete": False}, arrays)  # fmt: skip
+        _write(
+            args.out,
+            {"schema": SCHEMA, "settings": settings, "records": records, "complete": False},
+            arrays,
+        )
         iv = "" if rec["ppl_low"] is None else f" [{rec['ppl_low']:.2f}, {rec['ppl_high']:.2f}]"
         print(f"{c['name']:>14}: ppl {rec['ppl']:.3f}{iv}  ({seconds:.1f} s)", flush=True)
     tab = table_lib.table(records, name)
-    result = {"schema": SCHEMA, "settings": settings, "records": records, "table": tab,
-              "complete": True}  # fmt: skip
+    result = {
+        "schema": SCHEMA,
+        "settings": settings,
+        "records": records,
+        "table": tab,
+        "complete": True,
+    }
     _write(args.out, result, arrays)
     with open(os.path.join(args.out, "stream.md"), "w") as f:
         f.write(table_lib.format_table(tab, markdown=True) + "\n")
     stream_figure(result, os.path.join(args.out, "stream.png"))
     print()
     print(table_lib.format_table(tab))
-    print(f"\nwrote {os.path.join(args.out, 'stream.json')} (+ stream_nll.npz, stream.md, stream.png)")
+    print(
+        f"\nwrote {os.path.join(args.out, 'stream.json')} (+ stream_nll.npz, stream.md, stream.png)"
+    )
     return result
 
 

@@ -94,7 +94,7 @@ def init_state(model, policy: CachePolicy, batch: int, max_len: int | None = Non
     sg, sl = cache_slots(cfg, policy, max_len)
     dt = jnp.dtype(cfg.dtype)
     K, hd = cfg.kv_heads, cfg.head_size
-    zeros = lambda L, S: jnp.zeros((L, batch, S, K, hd), dt)  # noqa: E731
+    zeros = lambda L, S: jnp.zeros((L, batch, S, K, hd), dt)
     return DecodeState(
         t=jnp.zeros((), jnp.int32),
         k_global=zeros(g.num_global, sg),
@@ -154,9 +154,14 @@ def step(model, state: DecodeState, tokens_B: jax.Array, policy: CachePolicy):
             n = jnp.maximum(vis.sum(), 1).astype(jnp.float32)
             bias = jnp.full((q.shape[0], 1), -jnp.log(n))
         out, lse = layers_lib.attend_keys(
-            q_rot, k_rot, values, vis[None, :], scale=layer.scale,
-            softcap=cfg.attn_logit_softcap, sigmoid_bias_BxT=bias,
-        )  # fmt: skip
+            q_rot,
+            k_rot,
+            values,
+            vis[None, :],
+            scale=layer.scale,
+            softcap=cfg.attn_logit_softcap,
+            sigmoid_bias_BxT=bias,
+        )
         out = layers_lib.with_variant(layer, out, lse, q_rot)
         return out, (kc_g, vc_g, kc_l, vc_l)
 

@@ -44,10 +44,12 @@ def default_backend(cfg) -> str:
     platform, O(T) memory). Never `xla` unless asked: it builds [T, T] score matrices."""
     platform = jax.default_backend()
     sigmoid = cfg.attention_variant == "sigmoid"
-    needs = dict(platform=platform, dtype=cfg.dtype, window=True,
-                 softcap=cfg.attn_logit_softcap is not None)  # fmt: skip
-    ok = lambda name: not backends_lib.problems(name, **needs) and (  # noqa: E731
-        not sigmoid or backends_lib.BACKENDS[name].sigmoid
+    needs = dict(
+        platform=platform, dtype=cfg.dtype, window=True, softcap=cfg.attn_logit_softcap is not None
+    )
+    ok = lambda name: (
+        not backends_lib.problems(name, **needs)
+        and (not sigmoid or backends_lib.BACKENDS[name].sigmoid)
     )
     for name in ("cudnn", cfg.attention):
         if name != "xla" and ok(name):
@@ -107,9 +109,16 @@ def _run_chunk(model, policy, backend, block_size, tokens_BxC, targets_BxC, star
         else:
             bias = None
         out, lse = layers_lib.window_attention(
-            q_rot, k_rot, v_all, backend=backend, window=window, scale=layer.scale,
-            softcap=cfg.attn_logit_softcap, block_size=block_size, sigmoid_bias_BxT=bias,
-        )  # fmt: skip
+            q_rot,
+            k_rot,
+            v_all,
+            backend=backend,
+            window=window,
+            scale=layer.scale,
+            softcap=cfg.attn_logit_softcap,
+            block_size=block_size,
+            sigmoid_bias_BxT=bias,
+        )
         parts = [(out[:, P_in:], lse[:, :, P_in:])]
         # The query as the cache rotates it: in-cache position (global), true (local).
         q_step = layers_lib.rotate(cfg, q, (t_C if local else pq_C)[None], freqs)
@@ -118,10 +127,14 @@ def _run_chunk(model, policy, backend, block_size, tokens_BxC, targets_BxC, star
             sk_rot = layers_lib.rotate(cfg, sk, j_k[None], freqs)
             parts.append(
                 layers_lib.attend_keys(
-                    q_step, sk_rot, sv, sink_vis_CxK, scale=layer.scale,
+                    q_step,
+                    sk_rot,
+                    sv,
+                    sink_vis_CxK,
+                    scale=layer.scale,
                     softcap=cfg.attn_logit_softcap,
                     sigmoid_bias_BxT=None if bias is None else bias[:, P_in:],
-                )  # fmt: skip
+                )
             )
         out, lse = layers_lib.merge(parts, sigmoid) if len(parts) > 1 else parts[0]
         return layers_lib.with_variant(layer, out, lse, q_step)
@@ -178,7 +191,7 @@ def fast_nll(
     cfg = model.config
     layers_lib.check_model(cfg)
     tokens_BxT = jnp.asarray(tokens_BxT, jnp.int32)
-    B, T = tokens_BxT.shape
+    T = tokens_BxT.shape[1]
     if T < 2:
         raise ValueError(f"streaming: a stream needs at least 2 tokens to score, not {T}.")
     check_positions(cfg, policy, T)
@@ -206,9 +219,15 @@ def fast_nll(
         progress(min(C, T - 1))
     for s in range(C, n, C):
         nll, tail, sinks = _next_chunk(
-            graphdef, params, tokens[:, s : s + C], targets[:, s : s + C], jnp.int32(s), tail,
-            sinks, **statics,
-        )  # fmt: skip
+            graphdef,
+            params,
+            tokens[:, s : s + C],
+            targets[:, s : s + C],
+            jnp.int32(s),
+            tail,
+            sinks,
+            **statics,
+        )
         out.append(nll)
         if progress is not None:
             jax.block_until_ready(nll)  # report what is done, not what is queued

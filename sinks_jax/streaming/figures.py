@@ -17,6 +17,17 @@ def stream_figure(result: dict, path: str) -> str:
         c = rec["curve"]
         style = {"dense": "k--", "recompute": ":"}.get(rec["kind"], "-")
         ax_t.plot(c["tokens"], c["ppl_bin"], style, label=rec["name"], lw=1.3)
+    context = settings.get("context")
+    if context and context < settings["num_tokens"]:
+        ax_t.axvline(context, color="0.4", ls=":", lw=1)
+        ax_t.annotate(
+            " model's context",
+            (context, 1),
+            xycoords=("data", "axes fraction"),
+            va="top",
+            fontsize=7,
+            color="0.4",
+        )
     ax_t.set_yscale("log")
     ax_t.set_xlabel("tokens read")
     ax_t.set_ylabel(f"perplexity (bins of {settings.get('curve_bin', settings['bin'])} targets)")
@@ -33,17 +44,32 @@ def stream_figure(result: dict, path: str) -> str:
         ax_k.plot([r["sinks"] for r in recs], [r["ppl"] for r in recs], "o-", label=name)
     for rec in records:
         if rec["kind"] != "cache":
-            ax_k.axhline(rec["ppl"], ls="--" if rec["kind"] == "dense" else ":", lw=1,
-                         color="k" if rec["kind"] == "dense" else "0.5", label=rec["name"])  # fmt: skip
+            ax_k.axhline(
+                rec["ppl"],
+                ls="--" if rec["kind"] == "dense" else ":",
+                lw=1,
+                color="k" if rec["kind"] == "dense" else "0.5",
+                label=rec["name"],
+            )
+        if rec["kind"] == "dense" and rec.get("within_context"):
+            ax_k.axhline(
+                rec["within_context"]["ppl"],
+                ls="-.",
+                lw=1,
+                color="k",
+                label=f"dense, first {context} tokens",
+            )
     ax_k.set_yscale("log")
     ax_k.set_xlabel("sinks k (first tokens kept)")
     ax_k.set_ylabel("perplexity (all targets)")
     ax_k.set_title("perplexity against sinks")
     ax_k.legend(fontsize=7)
     ax_k.grid(alpha=0.3, which="both")
-    caption = (f"{settings.get('model', '')} | {settings.get('text', '')} | "
-               f"{settings['num_tokens']} tokens x {settings.get('streams', 1)} streams | "
-               f"bos={settings.get('bos')}")  # fmt: skip
+    caption = (
+        f"{settings.get('model', '')} | {settings.get('text', '')} | "
+        f"{settings['num_tokens']} tokens x {settings.get('streams', 1)} streams | "
+        f"bos={settings.get('bos')}"
+    )
     fig.supxlabel(caption[:220], fontsize=7, color="0.3")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)

@@ -33,12 +33,24 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--init-tiny", action="store_true", help="a random tiny model (smoke test)")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--bos", action="store_true", help="put <bos> before the prompt")
-    p.add_argument("--max-new-tokens", type=cli_args.whole(1), default=64, help="tokens to write (default 64)")
-    p.add_argument("--window", type=cli_args.whole(1), default=None,
-                   help="keep only the W most recent tokens (and --sinks): bounded memory")  # fmt: skip
-    p.add_argument("--sinks", type=cli_args.whole(0), default=0, help="first tokens always kept (default 0)")
-    p.add_argument("--temperature", type=cli_args.number(0), default=0.0, help="0: greedy (default)")
-    p.add_argument("--seed", type=cli_args.whole(0), default=0, help="sampling seed (and random inits)")
+    p.add_argument(
+        "--max-new-tokens", type=cli_args.whole(1), default=64, help="tokens to write (default 64)"
+    )
+    p.add_argument(
+        "--window",
+        type=cli_args.whole(1),
+        default=None,
+        help="keep only the W most recent tokens (and --sinks): bounded memory",
+    )
+    p.add_argument(
+        "--sinks", type=cli_args.whole(0), default=0, help="first tokens always kept (default 0)"
+    )
+    p.add_argument(
+        "--temperature", type=cli_args.number(0), default=0.0, help="0: greedy (default)"
+    )
+    p.add_argument(
+        "--seed", type=cli_args.whole(0), default=0, help="sampling seed (and random inits)"
+    )
     p.add_argument("--stop-at-eos", action="store_true", help="stop after the tokenizer's <eos>")
     cli_args.add_tokenizer(p, note="with --workdir the run's, with --hf the checkpoint's")
     return p
@@ -65,8 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     eos = getattr(tok, "eos_id", None) if args.stop_at_eos else None
     with stage(f"generating {args.max_new_tokens} tokens"):
         out = generate(
-            loaded.model, ids, args.max_new_tokens, sinks=args.sinks, window=args.window,
-            temperature=args.temperature, seed=args.seed, eos_id=eos,
-        )  # fmt: skip
-    sys.stdout.write(args.prompt + tok.decode(out[len(ids):]) + "\n")
+            loaded.model,
+            ids,
+            args.max_new_tokens,
+            sinks=args.sinks,
+            window=args.window,
+            temperature=args.temperature,
+            seed=args.seed,
+            eos_id=eos,
+        )
+    sys.stdout.write(args.prompt + tok.decode(out[len(ids) :]) + "\n")
     return 0

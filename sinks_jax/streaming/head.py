@@ -38,5 +38,7 @@ def token_nll(model, h_BxTxD: jax.Array, targets_BxT: jax.Array, max_logits: int
     n = T // sub
     h_NxBxSxD = h_BxTxD.reshape(B, n, sub, D).transpose(1, 0, 2, 3)
     t_NxBxS = targets_BxT.reshape(B, n, sub).transpose(1, 0, 2)
-    nll_NxBxS = jax.lax.map(lambda a: nll_from_logits(logits(model, a[0]), a[1]), (h_NxBxSxD, t_NxBxS))
+    nll_NxBxS = jax.lax.map(
+        lambda a: nll_from_logits(logits(model, a[0]), a[1]), (h_NxBxSxD, t_NxBxS)
+    )
     return nll_NxBxS.transpose(1, 0, 2).reshape(B, T)

@@ -107,15 +107,26 @@ def window_attention(
         return res.out_BxTxHxD.astype(jnp.float32), res.lse_BxHxT
     if backend == "xla":
         res = attention_lib.xla_attention(
-            q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale=scale, window=window, softcap=softcap,
+            q_BxTxHxD,
+            k_BxTxKxD,
+            v_BxTxKxD,
+            scale=scale,
+            window=window,
+            softcap=softcap,
             sigmoid_bias=sigmoid_bias_BxT,
-        )  # fmt: skip
+        )
         return res.out_BxTxHxD.astype(jnp.float32), res.lse_BxHxT
     if backend == "blockwise":
         out, lse = blockwise_lib.blockwise_attention(
-            q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale=scale, window=window, softcap=softcap,
-            block_size=block_size, sigmoid_bias=sigmoid_bias_BxT,
-        )  # fmt: skip
+            q_BxTxHxD,
+            k_BxTxKxD,
+            v_BxTxKxD,
+            scale=scale,
+            window=window,
+            softcap=softcap,
+            block_size=block_size,
+            sigmoid_bias=sigmoid_bias_BxT,
+        )
         return out.astype(jnp.float32), lse
     raise ValueError(
         f"streaming: sigmoid attention runs on the 'xla' and 'blockwise' backends, not {backend!r}."
@@ -168,10 +179,12 @@ def layer_output(layer, x_BxTxD, out_BxTxHxD) -> jax.Array:
     the post-norm, both residual adds and the MLP."""
     cfg: ModelConfig = layer.cfg
     dt = jnp.dtype(cfg.dtype)
-    w = lambda name: getattr(layer, name)[...].astype(dt)  # noqa: E731
+    w = lambda name: getattr(layer, name)[...].astype(dt)
     out = out_BxTxHxD.astype(dt)
     if cfg.attention_variant == "gated":
-        out, _ = variants_lib.gate(out, layer.attn_norm(x_BxTxD), w("w_attn_gate"), w("b_attn_gate"))
+        out, _ = variants_lib.gate(
+            out, layer.attn_norm(x_BxTxD), w("w_attn_gate"), w("b_attn_gate")
+        )
     o = jnp.einsum("bthk,hkd->btd", out, w("wo"))
     if cfg.out_bias:
         o = o + w("bo")

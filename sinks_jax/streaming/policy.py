@@ -58,7 +58,7 @@ class CachePolicy:
 
     @property
     def name(self) -> str:
-        """"K+W" (StreamingLLM's notation with W counting the current token) or "dense"."""
+        """ "K+W" (StreamingLLM's notation with W counting the current token) or "dense"."""
         return "dense" if self.window is None else f"{self.sinks}+{self.window}"
 
     @property
@@ -67,8 +67,8 @@ class CachePolicy:
         return self.size
 
     @classmethod
-    def parse(cls, text: str) -> "CachePolicy":
-        """"K+W" (e.g. "4+1020") or "dense"."""
+    def parse(cls, text: str) -> CachePolicy:
+        """ "K+W" (e.g. "4+1020") or "dense"."""
         text = str(text).strip()
         if text == "dense":
             return cls()

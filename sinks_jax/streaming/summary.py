@@ -25,12 +25,15 @@ def summarize(
     first_eviction: int | None,
     bin_size: int = 1000,
     curve_bin: int | None = None,
+    context: int | None = None,
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict:
     """mean_nll, ppl, the `level` bootstrap interval over `bin_size`-target chunks (whole
-    chunks only; every target counts in the mean), `after_eviction`, and `curve` (bins of
+    chunks only; every target counts in the mean), `after_eviction`, `within_context` (the
+    targets inside the first `context` tokens, when the stream is longer: where dense
+    attention is still inside the model's training context), and `curve` (bins of
     `curve_bin` targets, default `bin_size`)."""
     nll = np.asarray(nll_SxN, np.float64)
     S, N = nll.shape
@@ -52,6 +55,12 @@ def summarize(
         out["after_eviction"] = {"num_predicted": int(tail.size), "mean_nll": m, "ppl": _ppl(m)}
     else:
         out["after_eviction"] = None
+    if context is not None and 1 < context < N + 1:  # the first `context` tokens of each stream
+        head = nll[:, : context - 1]
+        m = float(head.mean())
+        out["within_context"] = {"num_predicted": int(head.size), "mean_nll": m, "ppl": _ppl(m)}
+    else:
+        out["within_context"] = None
     out["curve"] = curve(nll, curve_bin or bin_size)
     return out
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 
 def table(records: list[dict], model_name: str) -> dict:
-    """stream.json's "table": {"columns": sink counts then "dense", "recompute"; "rows": one
-    per group (window or cache size), {"label", "cells": column -> perplexity}}."""
+    """stream.json's "table": {"columns": sink counts then "dense", "dense ctx" (dense over the
+    first `context` tokens, when the stream is longer than the model's context), "recompute";
+    "rows": one per group (window or cache size), {"label", "cells": column -> perplexity}}."""
     sinks = sorted({r["sinks"] for r in records if r["kind"] == "cache"})
     columns = [str(k) for k in sinks]
-    if any(r["kind"] == "dense" for r in records):
+    dense_rec = next((r for r in records if r["kind"] == "dense"), None)
+    dense = None if dense_rec is None else dense_rec["ppl"]
+    in_context = None if dense_rec is None else (dense_rec.get("within_context") or {}).get("ppl")
+    if dense is not None:
         columns.append("dense")
+    if in_context is not None:
+        columns.append("dense ctx")
     if any(r["kind"] == "recompute" for r in records):
         columns.append("recompute")
-    dense = next((r["ppl"] for r in records if r["kind"] == "dense"), None)
     groups = []
     for r in records:
         if r["kind"] != "dense" and r["group"] not in groups:
@@ -27,6 +32,8 @@ def table(records: list[dict], model_name: str) -> dict:
             cells[str(r["sinks"]) if r["kind"] == "cache" else r["kind"]] = r["ppl"]
         if dense is not None:
             cells["dense"] = dense
+        if in_context is not None:
+            cells["dense ctx"] = in_context
         rows.append({"label": f"{model_name} {grp}", "cells": cells})
     return {"columns": columns, "rows": rows}
 
@@ -34,16 +41,16 @@ def table(records: list[dict], model_name: str) -> dict:
 def format_table(tab: dict, markdown: bool = False) -> str:
     """The table as aligned text, or as a markdown table."""
     cols = tab["columns"]
-    head = ["cache"] + [c if c in ("dense", "recompute") else f"{c} sinks" for c in cols]
-    body = [
-        [row["label"]] + [_fmt(row["cells"].get(c)) for c in cols] for row in tab["rows"]
-    ]
+    head = ["cache"] + [c if not c.isdigit() else f"{c} sinks" for c in cols]
+    body = [[row["label"]] + [_fmt(row["cells"].get(c)) for c in cols] for row in tab["rows"]]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in body]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    fmt = lambda r: "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))
+    )
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 
