@@ -9,10 +9,13 @@ most recent ones (StreamingLLM), as pure functions over a model.
     decode   token-by-token decoding with a ring-buffer cache (`lax.scan`), batched streams
     fast     all queries at once: windowed kernel + sink term, merged through the LSE
     recompute  the sliding window with re-computation (a fresh pass per target)
+    summary  a run's numbers from per-token NLLs (mean, bootstrap interval, curves)
+    grid, table, figures, texts   what the `stream` command asks for, prints, draws and reads
 
 Imports run downwards: fast -> decode -> layers, head, policy -> sinks_jax.model. The
 commands (`sinks-jax stream`, `sinks-jax generate`) live beside them in `command` and
-`generate_command`, imported only when used.
+`generate_command`, imported only when used. docs/streaming.md has the conventions and the
+measurements.
 """
 
 from sinks_jax.streaming.decode import DecodeState, decode_nll, init_state, step

@@ -66,9 +66,11 @@ def tail_length(cfg, policy: CachePolicy) -> int:
 
 
 def default_chunk(cfg, policy: CachePolicy) -> int:
-    """C: at least 4 (P + 1) and 1024 tokens, a multiple of 256, and at least k."""
+    """C: at least 4 (P + 1) (8 (P + 1) on a GPU: the P carried keys run as dropped queries
+    through the kernel) and 1024 tokens, a multiple of 256, and at least k."""
     p = tail_length(cfg, policy)
-    c = max(4 * (p + 1), 1024, policy.sinks)
+    factor = 8 if jax.default_backend() == "gpu" else 4
+    c = max(factor * (p + 1), 1024, policy.sinks)
     return -(-c // 256) * 256
 
 
