@@ -319,6 +319,7 @@ def test_bos_loss_compares_the_same_targets():
     assert res["top1_accuracy_text_only"] == hits(x, [(p, p + 1) for p in range(9)]) / 27
 
 
+@pytest.mark.slow  # ~15 s: the second CI stage
 def test_analyze_loss_file_and_long_context(tmp_path):
     loss_file = tmp_path / "loss.txt"
     loss_file.write_text("\n".join(prompts.DEFAULT_PROMPTS[:3]) + "\n")
@@ -346,6 +347,7 @@ def test_analyze_loss_file_and_long_context(tmp_path):
     assert lc["cudnn_lse_dtype"] is None  # blockwise, not cuDNN
 
 
+@pytest.mark.slow  # ~15 s: the second CI stage
 def test_analyze_random_model_of_a_hf_shape(tmp_path):
     config = {
         "model_type": "llama",

@@ -117,7 +117,7 @@ SLOW = pytest.mark.slow
 @pytest.mark.parametrize(
     "family,sinks,window",
     [
-        ("llama_gqa", 0, 7),
+        pytest.param("llama_gqa", 0, 7, marks=SLOW),
         ("llama_gqa", 1, 6),
         ("llama_gqa", 4, 4),
         ("gemma", 1, 6),
@@ -151,7 +151,9 @@ def test_fast_blockwise_chunks_equal_xla_single_pass():
     np.testing.assert_allclose(chunked, one, atol=ATOL)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize(
+    "family", [f if f == "llama_gqa" else pytest.param(f, marks=SLOW) for f in FAMILIES]
+)
 def test_window_covering_the_text_reproduces_the_forward_pass(family):
     """W >= T (with or without sinks) and dense attention are the plain forward pass."""
     model = tiny_model(**FAMILIES[family])
@@ -177,7 +179,7 @@ def test_dense_fast_and_decode_reproduce_the_forward_pass():
 @pytest.mark.parametrize(
     "variant",
     [
-        "sink_logit",
+        pytest.param("sink_logit", marks=SLOW),
         "kv_bias",
         pytest.param("softmax_plus_one", marks=SLOW),
         pytest.param("gated", marks=SLOW),

@@ -176,6 +176,7 @@ def _assert_same_adam_update(p0, pa, pb, grads, lr):
         )
 
 
+@pytest.mark.slow  # ~50 s of compilation: the second CI stage
 def test_one_device_equals_eight_devices_fsdp_and_data():
     assert jax.device_count() == 8, "conftest sets 8 fake CPU devices"
     graphdef, params = init()
@@ -201,6 +202,7 @@ def test_one_device_equals_eight_devices_fsdp_and_data():
     assert m1["sink_attn"].shape == (CFG.num_layers, CFG.num_heads)
 
 
+@pytest.mark.slow  # ~55 s of compilation: the second CI stage
 def test_grad_accumulation_equals_one_big_step():
     graphdef, params = init()
     opt = dict(OPT, warmup_steps=1)
