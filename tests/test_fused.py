@@ -137,18 +137,27 @@ def test_cudnn_vjp_takes_the_lse_cotangent(fake_cudnn_layer, window):
     assert fake_cudnn_layer == {"forward": 1, "backward": 2, "backward_runs": 1}
 
 
+# loss terms -> (traces of the layer's backward, runs): the LSE's or the mass's cotangent adds
+# the traced (never run) second backward for queries without an output cotangent.
+SLOT_LOSSES = {
+    "out": (1, 1),
+    "out+lse": (2, 1),
+    "out+lse+noop": (2, 1),
+    "lse": (1, 1),
+    "noop": (1, 1),
+}
+
+
+@pytest.mark.parametrize("terms", list(SLOT_LOSSES))
 @pytest.mark.parametrize("variant", ["sink_logit", "softmax_plus_one", "kv_bias"])
-def test_cudnn_slot_variants_take_one_backward(monkeypatch, fake_cudnn_layer, variant):
-    """The slot variants on the cudnn route (the slot merged through the LSE) train with the
-    kernel's one backward (one run), and their gradients (q, k, v and the slot's parameters)
-    are the explicit path's. float32 through the dispatcher (the bf16 check is bypassed)."""
+def test_cudnn_slot_variants_take_one_backward(monkeypatch, fake_cudnn_layer, variant, terms):
+    """The slot variants on the cudnn route run the kernel's one backward over the merged row
+    (model/cudnn_slot.py: no merge to differentiate), and their gradients (q, k, v and the
+    slot's parameters) are the explicit path's for every mix of the output's, the LSE's and
+    the slot mass's cotangents. float32 through the dispatcher (the bf16 check bypassed)."""
     from sinks_jax.model import variants
 
-    def cudnn_any_dtype(q, k, v, seg=None, *, scale, global_first_key=False, window=None,
-                        softcap=None):  # fmt: skip
-        return fused._cudnn_with_f32_lse(q, k, v, scale, window)
-
-    monkeypatch.setattr(fused, "cudnn_attention", cudnn_any_dtype)
+    monkeypatch.setattr(fused, "check_cudnn_inputs", lambda *args: None)
     q, k, v = qkv(jnp.float32, T=12)
     ks = jax.random.split(jax.random.key(3), 3)
     slot = variants.Slot(
@@ -160,13 +169,55 @@ def test_cudnn_slot_variants_take_one_backward(monkeypatch, fake_cudnn_layer, va
     def loss(backend, q, k, v, slot):
         res = attn.attention(q, k, v, backend=backend, scale=0.25, variant=variant, slot=slot,
                              window=5)  # fmt: skip
-        return jnp.sum(jnp.sin(res.out_BxTxHxD)) + jnp.sum(jnp.cos(res.lse_BxHxT))
+        parts = {
+            "out": jnp.sum(jnp.sin(res.out_BxTxHxD)),
+            "lse": jnp.sum(jnp.cos(res.lse_BxHxT)),
+            "noop": 3.0 * jnp.sum(res.noop_BxHxT**2),
+        }
+        return sum(parts[t] for t in terms.split("+"))
 
     g = jax.grad(functools.partial(loss, "cudnn"), (0, 1, 2, 3))(q, k, v, slot)
     g_ref = jax.grad(functools.partial(loss, "xla"), (0, 1, 2, 3))(q, k, v, slot)
     for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        # float32 sums of <= 12 O(1) terms through two formulations: 1e-4.
         np.testing.assert_allclose(a, b, atol=1e-4)
-    assert fake_cudnn_layer == {"forward": 1, "backward": 2, "backward_runs": 1}
+    traces, runs = SLOT_LOSSES[terms]
+    assert fake_cudnn_layer == {"forward": 1, "backward": traces, "backward_runs": runs}
+
+
+def test_cudnn_slot_variant_runs_per_device_under_a_mesh(monkeypatch, fake_cudnn_layer):
+    """kv_bias on the cudnn route under a (2, 4) mesh of the 8 fake CPU devices: each device
+    runs the merged row on its own rows (the slot's value split with them), and the gradients
+    (the shared k_b, v_b summed over devices included) equal the unsharded xla path's."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from sinks_jax.model import shard, variants
+    from sinks_jax.train import sharding
+
+    monkeypatch.setattr(fused, "check_cudnn_inputs", lambda *args: None)
+    ks = jax.random.split(jax.random.key(5), 5)
+    q = jax.random.normal(ks[0], (8, 12, 4, 16))
+    k, v = (jax.random.normal(key, (8, 12, 2, 16)) for key in ks[1:3])
+    slot = variants.Slot(key_KxD=jax.random.normal(ks[3], (2, 16)),
+                         value_KxD=jax.random.normal(ks[4], (2, 16)))  # fmt: skip
+
+    def loss(backend, q, k, v, slot):
+        res = attn.attention(q, k, v, backend=backend, scale=0.25, variant="kv_bias", slot=slot)
+        return jnp.sum(jnp.sin(res.out_BxTxHxD)) + jnp.sum(res.noop_BxHxT)
+
+    mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+    rows = NamedSharding(mesh, P(shard.BATCH_AXES))
+
+    def sharded(q, k, v, slot):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return jax.grad(functools.partial(loss, "cudnn"), (0, 1, 2, 3))(q, k, v, slot)
+
+    g = jax.jit(sharded)(*(jax.device_put(x, rows) for x in (q, k, v)), slot)
+    g_ref = jax.grad(functools.partial(loss, "xla"), (0, 1, 2, 3))(q, k, v, slot)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert fake_cudnn_layer["forward"] == 1  # traced once, for one device's rows
 
 
 @pytest.mark.parametrize("break_layer", ["import", "attribute", "signature"])

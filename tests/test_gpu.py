@@ -169,10 +169,12 @@ def test_cudnn_model_with_local_and_global_layers_matches_xla():
     assert logit_err < 5e-2 and lse_err < lse_tol and sink_err < 1e-2, lse_tol
 
 
+@pytest.mark.parametrize("with_lse", [False, True])
 @pytest.mark.parametrize("variant", ["sink_logit", "softmax_plus_one", "kv_bias"])
-def test_cudnn_slot_variants_match_xla_with_gradients(variant):
-    """The slot merged into cuDNN's (out, lse), the LSE's gradient folded into the layer's one
-    backward (fused.fold_lse_cotangent), against the explicit path (bf16)."""
+def test_cudnn_slot_variants_match_xla_with_gradients(variant, with_lse):
+    """The slot in cuDNN's row, one backward of the layer over the merged row
+    (model/cudnn_slot.py; with the LSE in the loss its cotangent folded into the output the
+    layer is handed), against the explicit path (bf16)."""
     from sinks_jax.model import variants
 
     T = 1024
@@ -186,7 +188,8 @@ def test_cudnn_slot_variants_match_xla_with_gradients(variant):
 
     def loss(backend, q, k, v, slot):
         res = attn.attention(q, k, v, backend=backend, variant=variant, slot=slot, window=256)
-        return jnp.sum(res.out_BxTxHxD.astype(jnp.float32) ** 2) + jnp.sum(res.lse_BxHxT)
+        lse_term = jnp.sum(res.lse_BxHxT) if with_lse else 0.0
+        return jnp.sum(res.out_BxTxHxD.astype(jnp.float32) ** 2) + lse_term
 
     g_ref = jax.grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2, 3))(q, k, v, slot)
     g_got = jax.grad(lambda *a: loss("cudnn", *a), argnums=(0, 1, 2, 3))(q, k, v, slot)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from sinks_jax.bench import profile
 from sinks_jax.bench.measure import error_line, time_fn
 from sinks_jax.bench.shapes import model_shape
 from sinks_jax.bench.table import Table
@@ -81,10 +82,8 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
         table.row(rec)
     if args.profile:  # a device trace of the model's forward+backward, for xprof/TensorBoard
         fn, fargs = cases["model_fwd_bwd"]
-        jax.profiler.start_trace(args.profile)
-        for _ in range(3):
-            jax.block_until_ready(fn(*fargs))
-        jax.profiler.stop_trace()
+        ops = profile.trace_steps(lambda: fn(*fargs), args.profile, steps=3)
+        records.append(dict(mode="breakdown", case="profile_model_fwd_bwd", B=B, T=T, **ops))
         print(f"trace written under {args.profile}")
     fb = records[1].get("ms")
     if fb:

@@ -68,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("train", "attention", "analysis", "scaling", "breakdown", "compile", "stream"),
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a CPU smoke run")
-    p.add_argument("--profile", default=None, help="breakdown: write a device trace here")
+    p.add_argument(
+        "--profile",
+        default=None,
+        help="train, breakdown: write a device trace here and record its kernels' time",
+    )
     cli_args.add_out(p, "write the records as JSON here", required=False)
     p.add_argument("--backends", nargs="*", default=None, help="train: none = packed cases only")
     p.add_argument("--seq-lens", nargs="+", type=cli_args.whole(2), default=None)

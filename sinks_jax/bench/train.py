@@ -1,8 +1,10 @@
 """`sinks-jax bench train`: tokens/s, step time, MFU and memory of the real jitted train step
-(paper_120m by default), with and without in-step sink statistics, causal and packed."""
+(paper_120m by default), with and without in-step sink statistics, causal and packed; with
+`--profile DIR`, a trace of two steps per case and the kernels their device time went to."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -10,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sinks_jax.bench import profile
 from sinks_jax.bench.measure import error_line, packed_segments, time_fn
 from sinks_jax.bench.table import Table
 from sinks_jax.model import ModelConfig
@@ -126,6 +129,9 @@ def train_case(args, backend: str, sink_stats: bool, packing: str, devices) -> d
         overrides=list(args.set),
         first_call_s=first_call_s,  # compile and one step
     )
+    if args.profile:  # a trace of two steps and where their device time went
+        name = f"{backend}_{mcfg.attention_variant}_{packing}_stats_{'on' if sink_stats else 'off'}"
+        rec["profile"] = profile.trace_steps(run, os.path.join(args.profile, name), steps=2)
     stats = jax.device_get(run())
     if sink_stats:
         rec["sink_rate_0.3"] = float(stats["sink_rate_0.3"])

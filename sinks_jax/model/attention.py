@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from sinks_jax.model import blockwise as blockwise_lib
-from sinks_jax.model import fused, shard, sigmoid_kernel
+from sinks_jax.model import cudnn_slot, fused, shard, sigmoid_kernel
 from sinks_jax.model import splash as splash_lib
 from sinks_jax.model import variants as variants_lib
 from sinks_jax.model.backends import BACKENDS  # the one list, with what each supports.
@@ -236,6 +236,12 @@ def attention(
         ),
         "splash": functools.partial(splash_lib.splash_attention, block_size=block_size),
     }
+    if backend == "cudnn" and variant in variants_lib.SLOT_VARIANTS:
+        fused.check_cudnn_inputs(q_BxTxHxD, segment_ids, global_first_key, softcap)
+        if fused.cudnn_layer_ok():
+            return _cudnn_slot(
+                q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, variant, slot, scale=scale, window=window
+            )
     if backend in fused_kernels:
         # Per device over the batch axes of the mesh in context (model/shard.py).
         kernel = functools.partial(
@@ -251,31 +257,43 @@ def attention(
     raise ValueError(f"attention: unknown backend {backend!r}; choose one of {list(BACKENDS)}.")
 
 
+def _slot_row(variant, slot, q_BxTxHxD, scale, softcap):
+    """A slot variant's extra slot in every row: (logit float32 [B, H, T], value [H, D] float32
+    or None)."""
+    slot = variants_lib.Slot() if slot is None else slot
+    B, T, H, _ = q_BxTxHxD.shape
+    if variant == "kv_bias":
+        if slot.key_KxD is None or slot.value_KxD is None:
+            raise ValueError("attention: variant='kv_bias' needs slot=Slot(key_KxD=, value_KxD=).")
+        logit = variants_lib.kv_logit(q_BxTxHxD, slot.key_KxD, scale=scale, softcap=softcap)
+        return logit, expand_kv(slot.value_KxD.astype(jnp.float32), H, axis=0)
+    if variant == "sink_logit" and slot.logit_H is None:
+        raise ValueError("attention: variant='sink_logit' needs slot=Slot(logit_H=...).")
+    logit_H = slot.logit_H if variant == "sink_logit" else None
+    return variants_lib.null_logit((B, H, T), logit_H), None
+
+
+def _cudnn_slot(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, variant, slot, *, scale, window):
+    """A slot variant on cuDNN with one backward over the merged row (model/cudnn_slot.py)."""
+    B, T, H, D = q_BxTxHxD.shape
+    logit_BxHxT, value_HxD = _slot_row(variant, slot, q_BxTxHxD, scale, None)
+    value_BxHxD = None if value_HxD is None else jnp.broadcast_to(value_HxD[None], (B, H, D))
+    kernel = shard.per_device(cudnn_slot.cudnn_slot_attention, outputs=3)
+    out, lse, noop_BxHxT = kernel(
+        q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, logit_BxHxT, value_BxHxD, scale=scale, window=window
+    )
+    return AttentionOut(out, lse, None, noop_BxHxT)
+
+
 def _apply_variant(res: AttentionOut, variant, slot, q_BxTxHxD, scale, softcap) -> AttentionOut:
     """The variant's merge of the backend's (out, lse); see sinks_jax.model.variants."""
     if variant == "softmax":
         return res
     if variant == "sigmoid":
         return res._replace(noop_BxHxT=variants_lib.sigmoid_noop_mass(res.lse_BxHxT))
-    slot = variants_lib.Slot() if slot is None else slot
-    if variant == "kv_bias":
-        if slot.key_KxD is None or slot.value_KxD is None:
-            raise ValueError("attention: variant='kv_bias' needs slot=Slot(key_KxD=, value_KxD=).")
-        merged = variants_lib.kv_slot(
-            res.out_BxTxHxD,
-            res.lse_BxHxT,
-            q_BxTxHxD,
-            slot.key_KxD,
-            slot.value_KxD,
-            scale=scale,
-            softcap=softcap,
-        )
-    else:
-        if variant == "sink_logit" and slot.logit_H is None:
-            raise ValueError("attention: variant='sink_logit' needs slot=Slot(logit_H=...).")
-        logit_H = slot.logit_H if variant == "sink_logit" else None
-        merged = variants_lib.null_slot(res.out_BxTxHxD, res.lse_BxHxT, logit_H)
-    out, lse, noop_BxHxT = merged
+    logit_BxHxT, value_HxD = _slot_row(variant, slot, q_BxTxHxD, scale, softcap)
+    value = None if value_HxD is None else value_HxD[None, None]
+    out, lse, noop_BxHxT = variants_lib.merge_slot(res.out_BxTxHxD, res.lse_BxHxT, logit_BxHxT, value)
     probs = res.probs_BxHxTxT
     if probs is not None:  # the keys' weights in the full row, slot included.
         probs = probs * jnp.exp(res.lse_BxHxT - lse)[..., None]

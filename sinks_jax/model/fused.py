@@ -45,6 +45,13 @@ def cudnn_attention(
     softcap=None,
 ):
     """cuDNN flash attention (GPU, bf16/fp16), causal, optionally windowed; GQA native."""
+    check_cudnn_inputs(q_BxTxHxD, segment_ids_BxT, global_first_key, softcap)
+    out, lse_BxHxT = _cudnn_with_f32_lse(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale, window)
+    return out, lse_BxHxT.astype(jnp.float32)
+
+
+def check_cudnn_inputs(q_BxTxHxD, segment_ids_BxT, global_first_key, softcap) -> None:
+    """One line for what cuDNN cannot do: soft-capping, segments, key 0 global, float32."""
     if softcap is not None:
         raise ValueError(
             f"attention='cudnn' cannot soft-cap scores (softcap={softcap}); use 'blockwise'."
@@ -59,8 +66,6 @@ def cudnn_attention(
             f"attention='cudnn' needs bfloat16 or float16 inputs, got "
             f"{q_BxTxHxD.dtype}; set dtype='bfloat16' or use attention='xla'."
         )
-    out, lse_BxHxT = _cudnn_with_f32_lse(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, scale, window)
-    return out, lse_BxHxT.astype(jnp.float32)
 
 
 # The dtype of the LSE the cuDNN path returned in this process ("float32" from the cuDNN
@@ -79,6 +84,15 @@ def cudnn_lse_dtype() -> str | None:
 # jax releases on which the private cuDNN layer functions called below were checked.
 CUDNN_VERIFIED_JAX = "0.10.2 - 0.11.2"
 _CUDNN_LAYER = "jax._src.cudnn.fused_attention_stablehlo"
+
+
+def cudnn_layer_ok() -> bool:
+    """Whether the cuDNN layer (float32 LSE, exact LSE gradient) is there; recorded if so."""
+    global _cudnn_lse_dtype
+    if _cudnn_layer() is None:
+        return False
+    _cudnn_lse_dtype = "float32"
+    return True
 
 
 def _cudnn_layer():

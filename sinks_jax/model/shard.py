@@ -40,28 +40,31 @@ def batch_axes(batch: int) -> tuple[str, ...]:
     return tuple(axes)
 
 
-def per_device(kernel: Callable) -> Callable:
-    """`kernel(q, k, v, segment_ids, **kw) -> (out, lse)` run per device over the batch axes."""
+def per_device(kernel: Callable, outputs: int = 2) -> Callable:
+    """`kernel(*arrays, **kw)` run per device over the batch axes: every array argument (None
+    passes through) and each of its `outputs` results has the batch as its leading axis. The
+    attention kernels: `kernel(q, k, v, segment_ids, **kw) -> (out, lse)`."""
 
     @functools.wraps(kernel)
-    def run(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, **kw):
-        axes = batch_axes(q_BxTxHxD.shape[0])
+    def run(*arrays, **kw):
+        axes = batch_axes(arrays[0].shape[0])
         if not axes:
-            return kernel(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, segment_ids_BxT, **kw)
-        args = (q_BxTxHxD, k_BxTxKxD, v_BxTxKxD)
-        if segment_ids_BxT is not None:
-            args += (segment_ids_BxT,)
+            return kernel(*arrays, **kw)
+        present = [i for i, a in enumerate(arrays) if a is not None]
 
-        def local(q, k, v, seg=None):
-            return kernel(q, k, v, seg, **kw)
+        def local(*shards):
+            full = list(arrays)
+            for i, x in zip(present, shards):
+                full[i] = x
+            return kernel(*full, **kw)
 
         rows = P(axes)
         return jax.shard_map(
             local,
             mesh=jax.sharding.get_abstract_mesh(),
-            in_specs=(rows,) * len(args),
-            out_specs=(rows, rows),
+            in_specs=(rows,) * len(present),
+            out_specs=(rows,) * outputs,
             check_vma=False,  # custom calls and custom VJPs carry no replication types.
-        )(*args)
+        )(*(arrays[i] for i in present))
 
     return run

@@ -95,25 +95,35 @@ def merge_slot(out_BxTxHxD, lse_BxHxT, slot_logit_BxHxT, slot_value_BxTxHxD=None
 
 def null_slot(out_BxTxHxD, lse_BxHxT, logit_H=None):
     """sink_logit (logit_H [H]) or softmax_plus_one (None: logit 0): a slot with no value."""
-    B, H, T = lse_BxHxT.shape
+    return merge_slot(out_BxTxHxD, lse_BxHxT, null_logit(lse_BxHxT.shape, logit_H))
+
+
+def null_logit(shape_BxHxT, logit_H=None):
+    """The slot logit of sink_logit (logit_H [H]) or softmax_plus_one (None: 0), [B, H, T]."""
+    B, H, T = shape_BxHxT
     logit = jnp.zeros((H,), jnp.float32) if logit_H is None else logit_H.astype(jnp.float32)
-    return merge_slot(out_BxTxHxD, lse_BxHxT, jnp.broadcast_to(logit[None, :, None], (B, H, T)))
+    return jnp.broadcast_to(logit[None, :, None], (B, H, T))
 
 
 def kv_slot(out_BxTxHxD, lse_BxHxT, q_BxTxHxD, key_KxD, value_KxD, *, scale, softcap=None):
-    """kv_bias: a learned key/value pair per kv head, visible to every query (k_b is taken in
-    q's dtype: the layer passes both in its compute dtype)."""
-    H = q_BxTxHxD.shape[2]
+    """kv_bias: a learned key/value pair per kv head, visible to every query."""
+    value_HxD = expand_kv(value_KxD.astype(jnp.float32), q_BxTxHxD.shape[2], axis=0)
+    s_BxHxT = kv_logit(q_BxTxHxD, key_KxD, scale=scale, softcap=softcap)
+    return merge_slot(out_BxTxHxD, lse_BxHxT, s_BxHxT, value_HxD[None, None])
+
+
+def kv_logit(q_BxTxHxD, key_KxD, *, scale, softcap=None):
+    """kv_bias's slot logit s_b = scale * q . k_b (soft-capped), float32 [B, H, T]; k_b is
+    taken in q's dtype (the layer passes both in its compute dtype)."""
     # The score in float32 from q's own dtype (no float32 copy of q): the products of two bf16
     # numbers are exact in float32, so this is the float32 dot of the upcast inputs.
-    key_HxD = expand_kv(key_KxD.astype(q_BxTxHxD.dtype), H, axis=0)
-    value_HxD = expand_kv(value_KxD.astype(jnp.float32), H, axis=0)
+    key_HxD = expand_kv(key_KxD.astype(q_BxTxHxD.dtype), q_BxTxHxD.shape[2], axis=0)
     s_BxHxT = scale * jnp.einsum(
         "bthd,hd->bht", q_BxTxHxD, key_HxD, preferred_element_type=jnp.float32
     )
     if softcap is not None:
         s_BxHxT = softcap * jnp.tanh(s_BxHxT / softcap)
-    return merge_slot(out_BxTxHxD, lse_BxHxT, s_BxHxT, value_HxD[None, None])
+    return s_BxHxT
 
 
 def gate(out_BxTxHxD, x_BxTxD, w_DxHxE, b_HxE):
