@@ -49,6 +49,8 @@ def test_device_ops_sums_the_streams_kernels_per_step(tmp_path):
     )  # fmt: skip
     assert [o["name"] for o in ops["xla_ops"]] == ["custom-call.1", "fusion.2"]
     assert ops["device_lines"] == ["Stream #13(Compute)", "XLA Modules", "XLA Ops"]
+    kinds = {k: v["ms_per_step"] for k, v in ops["by_kind"].items()}
+    assert kinds == {"attention": 3.0, "fusion": 0.5, "matmul": 0.5}
 
 
 def test_trace_steps_writes_a_trace_and_reads_it_back(tmp_path):

@@ -31,9 +31,25 @@ def trace_steps(run: Callable, directory: str, steps: int = 2) -> dict:
     return device_ops(directory, steps)
 
 
+KINDS = {  # a kernel's kind, by the first of these words its name contains
+    "attention": ("cudnn", "sdpa", "fmha", "flash", "mosaic", "triton"),
+    "matmul": ("nvjet", "gemm", "cutlass", "xmma"),
+    "copy": ("memcpy", "memset"),
+    "fusion": ("fusion", "reduce", "wrapped_"),
+}
+
+
+def kernel_kind(name: str) -> str:
+    """"attention", "matmul", "copy", "fusion" (XLA's elementwise and reduction kernels) or
+    "other", from a kernel's name."""
+    lower = name.lower()
+    return next((k for k, words in KINDS.items() if any(w in lower for w in words)), "other")
+
+
 def device_ops(directory: str, steps: int = 1, top: int = 40) -> dict:
     """Where the device time of the newest Perfetto trace under `directory` went:
-    {"device_ms_per_step", "kernels_per_step", "kernels": [...], "xla_ops": [...]}, each list
+    {"device_ms_per_step", "kernels_per_step", "by_kind" (`kernel_kind`: ms and calls per step),
+    "kernels": [...], "xla_ops": [...]}, each list
     the `top` largest {"name", "ms_per_step", "calls", "share"}: "kernels" from the streams'
     lines (what ran), "xla_ops" from the "XLA Ops" line (the HLO ops they belong to), where the
     trace has one."""
@@ -70,7 +86,13 @@ def device_ops(directory: str, steps: int = 1, top: int = 40) -> dict:
         ]  # fmt: skip
 
     kernels = lines["kernels"]
+    kinds: dict[str, list[float]] = {}
+    for name, (ms, n) in kernels.items():
+        t = kinds.setdefault(kernel_kind(name), [0.0, 0])
+        t[0] += ms
+        t[1] += n
     return {
+        "by_kind": {k: {"ms_per_step": ms / steps, "calls": n / steps} for k, (ms, n) in kinds.items()},
         "trace": os.path.relpath(max(paths, key=os.path.getmtime), directory),
         "device_lines": sorted({t for (pid, _), t in threads.items() if pid in devices}),
         "device_ms_per_step": sum(t[0] for t in kernels.values()) / steps,
