@@ -39,7 +39,7 @@ def cudnn_slot_attention(q_BxTxHxD, k_BxTxKxD, v_BxTxKxD, logit_BxHxT, value_BxH
     """(out', lse' float32, slot mass float32 [B, H, T]) of causal cuDNN attention with one
     slot per row (logit [B, H, T]; value [B, H, D], one per row so that `shard.per_device`
     splits it with the batch, or None), as `variants.merge_slot` of `fused.cudnn_attention`'s
-    result, with the backward above. Needs the cuDNN layer (`fused._cudnn_layer()`); the
+    result, with the backward above. Needs the cuDNN layer (`fused.cudnn_layer_ok()`); the
     caller checks the inputs as `fused.cudnn_attention` does."""
     has_value = value_BxHxD is not None
     B, _, H, D = q_BxTxHxD.shape
@@ -54,7 +54,7 @@ def _slot_mha(q, k, v, logit, value, scale, window, has_value):
 
 
 def _forward(q, k, v, logit, value, scale, window, has_value):
-    (o, lse), _ = fused._cudnn_forward(q, k, v, scale, window)
+    (o, lse), _ = fused.cudnn_forward(q, k, v, scale, window)
     out, lse_merged, mass = merge_slot(o, lse, logit, value[:, None] if has_value else None)
     return (out, lse_merged, mass), (q, k, v, out, lse_merged, mass, value)
 
@@ -73,10 +73,10 @@ def _bwd(scale, window, has_value, res, cotangents):
         shift = -dmass.astype(jnp.float32) * mass_BxHxT
         g = shift if g is None else g + shift
     no_out = isinstance(dout, SymbolicZero)
-    if g is not None:  # folded into the output the layer is handed (`fused._cudnn_bwd`)
-        dq, dk, dv = fused._cudnn_bwd(scale, window, (q, k, v, out, lse), (dout, g))
+    if g is not None:  # folded into the output the layer is handed (`fused.cudnn_backward`)
+        dq, dk, dv = fused.cudnn_backward(scale, window, (q, k, v, out, lse), (dout, g))
     elif not no_out:
-        dq, dk, dv = fused._cudnn_layer_bwd(scale, window, q, k, v, out, lse, dout)
+        dq, dk, dv = fused.cudnn_layer_backward(scale, window, q, k, v, out, lse, dout)
     else:
         dq, dk, dv = jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)
     # The slot: dl_i = m_i (dout_i . u - D_i) + c_i m_i, du = sum_i m_i dout_i.

@@ -12,7 +12,7 @@ The kernels' own LSE conventions differ, and this module is where they are made 
 Both take the LSE's cotangent exactly, so the LSE can enter any loss (model/flash_lse.py): Pallas
 as its row term (`row_term`, handed to the kernel's backward in place of its own), cuDNN through
 the output it is handed (`fold_lse_cotangent`), with a second backward of the layer for any query
-whose output has no cotangent (a loss of the LSE alone; `_cudnn_bwd`). With `global_first_key`,
+whose output has no cotangent (a loss of the LSE alone; `cudnn_backward`). With `global_first_key`,
 Pallas merges key 0 in through the LSE (`attend_first_key_globally`).
 """
 
@@ -130,11 +130,11 @@ def _cudnn_bwd_kwargs(lib, scale=1.0, window=None, res=None, grad_output=None) -
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _cudnn_mha(q, k, v, scale, window):
-    (out, lse), _ = _cudnn_forward(q, k, v, scale, window)
+    (out, lse), _ = cudnn_forward(q, k, v, scale, window)
     return out, lse
 
 
-def _cudnn_forward(q, k, v, scale, window):
+def cudnn_forward(q, k, v, scale, window):
     lib = importlib.import_module(_CUDNN_LAYER)
     out, lse_BxHxT = lib.dot_product_attention(
         q, k, v, scale=scale, mask_type=lib.MaskType.CAUSAL, return_residual=True,
@@ -144,10 +144,10 @@ def _cudnn_forward(q, k, v, scale, window):
 
 
 def _cudnn_fwd(q, k, v, scale, window):  # q, k, v: CustomVJPPrimal (symbolic_zeros below)
-    return _cudnn_forward(q.value, k.value, v.value, scale, window)
+    return cudnn_forward(q.value, k.value, v.value, scale, window)
 
 
-def _cudnn_layer_bwd(scale, window, q, k, v, out, lse_BxHxT, dout):
+def cudnn_layer_backward(scale, window, q, k, v, out, lse_BxHxT, dout):
     """(dq, dk, dv) from the layer's backward rule, whose row term is dout_i . out_i."""
     lib = importlib.import_module(_CUDNN_LAYER)
     unused = jnp.zeros(0, q.dtype)  # bias, sequence lengths, offsets, page tables
@@ -165,12 +165,12 @@ def _cudnn_lse_bwd(scale, window, q, k, v, lse_BxHxT, g_BxHxT):
     e0_D = (jnp.arange(q.shape[-1]) == 0).astype(v.dtype)
     dout = (g_BxHxT.transpose(0, 2, 1)[..., None] * e0_D).astype(q.dtype)
     values = jnp.broadcast_to(e0_D, v.shape)
-    dq, dk, _ = _cudnn_layer_bwd(scale, window, q, k, values, jnp.zeros_like(dout), lse_BxHxT,
+    dq, dk, _ = cudnn_layer_backward(scale, window, q, k, values, jnp.zeros_like(dout), lse_BxHxT,
                                  dout)  # fmt: skip
     return dq, dk
 
 
-def _cudnn_bwd(scale, window, res, cotangents):
+def cudnn_backward(scale, window, res, cotangents):
     """The layer's backward with the LSE's cotangent g.
 
     The layer computes its row term from the output it is handed, so the row term with g
@@ -186,13 +186,13 @@ def _cudnn_bwd(scale, window, res, cotangents):
     if isinstance(dlse_BxHxT, jax.custom_derivatives.SymbolicZero):
         if no_out:
             return jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v)
-        return _cudnn_layer_bwd(scale, window, q, k, v, out, lse_BxHxT, dout)
+        return cudnn_layer_backward(scale, window, q, k, v, out, lse_BxHxT, dout)
     g_BxHxT = dlse_BxHxT.astype(jnp.float32)
     if no_out:
         dq, dk = _cudnn_lse_bwd(scale, window, q, k, v, lse_BxHxT, g_BxHxT)
         return dq, dk, jnp.zeros_like(v)
     moved, carried_BxHxT = fold_lse_cotangent(out, dout, g_BxHxT)
-    dq, dk, dv = _cudnn_layer_bwd(scale, window, q, k, v, moved, lse_BxHxT, dout)
+    dq, dk, dv = cudnn_layer_backward(scale, window, q, k, v, moved, lse_BxHxT, dout)
     rest_BxHxT = jnp.where(carried_BxHxT, 0.0, g_BxHxT)
     dq_rest, dk_rest = jax.lax.cond(
         jnp.any(rest_BxHxT != 0),
@@ -203,7 +203,7 @@ def _cudnn_bwd(scale, window, res, cotangents):
     return dq + dq_rest, dk + dk_rest, dv
 
 
-_cudnn_mha.defvjp(_cudnn_fwd, _cudnn_bwd, symbolic_zeros=True)
+_cudnn_mha.defvjp(_cudnn_fwd, cudnn_backward, symbolic_zeros=True)
 
 
 def _cudnn_with_f32_lse(q, k, v, scale, window=None):
@@ -212,7 +212,7 @@ def _cudnn_with_f32_lse(q, k, v, scale, window=None):
     The public jax.nn.dot_product_attention casts the LSE to the output dtype (bf16: about 3
     significant digits, so exp(s - lse) would be off by up to ~2%) and its VJP drops the LSE's
     cotangent. The cuDNN layer beneath it returns the float32 statistic, and its backward rule
-    is called here with the LSE's cotangent too (`_cudnn_bwd`). Where that layer is unavailable,
+    is called here with the LSE's cotangent too (`cudnn_backward`). Where that layer is unavailable,
     fall back to the public function (LSE without gradient), warn once, and record the LSE
     dtype (`cudnn_lse_dtype`). `window` W: query i sees keys i - W < j <= i.
     """
