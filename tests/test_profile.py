@@ -51,6 +51,10 @@ def test_device_ops_sums_the_streams_kernels_per_step(tmp_path):
     assert ops["device_lines"] == ["Stream #13(Compute)", "XLA Modules", "XLA Ops"]
     kinds = {k: v["ms_per_step"] for k, v in ops["by_kind"].items()}
     assert kinds == {"attention": 3.0, "fusion": 0.5, "matmul": 0.5}
+    assert profile.summary_line(ops) == (
+        "device time 4.0 ms per step: attention 3.0 ms (75%), fusion 0.5 ms (12%), "
+        "matmul 0.5 ms (12%)"
+    )
 
 
 def test_trace_steps_writes_a_trace_and_reads_it_back(tmp_path):
@@ -59,6 +63,8 @@ def test_trace_steps_writes_a_trace_and_reads_it_back(tmp_path):
     ops = profile.trace_steps(lambda: f(x), str(tmp_path / "trace"), steps=2)
     assert ops["trace"].endswith("perfetto_trace.json.gz")
     assert ops["device_ms_per_step"] >= 0  # a CPU has no device lines: 0
+    if not ops["by_kind"]:
+        assert profile.summary_line(ops) == "no device kernels in the trace (a CPU run)"
 
 
 def test_device_ops_without_a_trace_says_where_it_looked(tmp_path):

@@ -84,7 +84,7 @@ def bench_breakdown(args) -> list[dict[str, Any]]:
         fn, fargs = cases["model_fwd_bwd"]
         ops = profile.trace_steps(lambda: fn(*fargs), args.profile, steps=3)
         records.append(dict(mode="breakdown", case="profile_model_fwd_bwd", B=B, T=T, **ops))
-        print(f"trace written under {args.profile}")
+        print(f"trace written under {args.profile}; {profile.summary_line(ops)}")
     fb = records[1].get("ms")
     if fb:
         tps = B * T / (fb / 1e3)

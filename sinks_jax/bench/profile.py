@@ -100,3 +100,16 @@ def device_ops(directory: str, steps: int = 1, top: int = 40) -> dict:
         "kernels": table(kernels),
         "xla_ops": table(lines["xla_ops"]),
     }
+
+
+def summary_line(ops: dict) -> str:
+    """One line: the device time per step and its share by kind, largest first."""
+    total = ops["device_ms_per_step"]
+    kinds = sorted(ops["by_kind"].items(), key=lambda kv: -kv[1]["ms_per_step"])
+    parts = [
+        f"{kind} {v['ms_per_step']:.1f} ms ({v['ms_per_step'] / total:.0%})" if total else kind
+        for kind, v in kinds
+    ]
+    return f"device time {total:.1f} ms per step: " + ", ".join(parts) if parts else (
+        "no device kernels in the trace (a CPU run)"
+    )

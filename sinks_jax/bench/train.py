@@ -132,6 +132,7 @@ def train_case(args, backend: str, sink_stats: bool, packing: str, devices) -> d
     if args.profile:  # a trace of two steps and where their device time went
         name = f"{backend}_{mcfg.attention_variant}_{packing}_stats_{'on' if sink_stats else 'off'}"
         rec["profile"] = profile.trace_steps(run, os.path.join(args.profile, name), steps=2)
+        print(f"{name}: {profile.summary_line(rec['profile'])}", flush=True)
     stats = jax.device_get(run())
     if sink_stats:
         rec["sink_rate_0.3"] = float(stats["sink_rate_0.3"])
