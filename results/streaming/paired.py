@@ -20,6 +20,7 @@ PAIRS = [  # (run folder, cache A, cache B, targets per chunk)
     ("smollm2-135m_200k_size1024", "1+1023", "4+1020", 1000),
     ("gemma3-270m_bos_size1024", "0+1024", "1+1023", 1000),
     ("gemma3-270m_bos_size1024", "1+1023", "4+1020", 1000),
+    ("gemma3-270m_bos_65k_size1024", "0+1024", "1+1023", 1000),
     ("gemma3-270m_nobos_size1024", "0+1024", "1+1023", 1000),
     ("gemma3-270m_nobos_size1024", "0+1024", "4+1020", 1000),
     ("trained_T64_softmax_fixed_bos", "0+16", "1+15", 256),
