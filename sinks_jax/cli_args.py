@@ -70,6 +70,29 @@ def add_seq_len(
     )
 
 
+def add_model_source(parser: argparse.ArgumentParser):
+    """The model a command reads, one of four (`sinks_jax.analyze.loading.load_model` reads
+    them): `--workdir`, `--hf`, `--init-hf-config`, `--init-tiny`."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="a training run's workdir (latest checkpoint is used)")
+    src.add_argument(
+        "--hf",
+        help="a pretrained model: a GGUF file (.gguf, e.g. from `sinks-jax models fetch`), a "
+        "folder holding one, or a Hugging Face checkpoint folder (config.json, *.safetensors)",
+    )
+    src.add_argument(
+        "--init-hf-config",
+        help="a randomly initialised model of a Hugging Face shape: a config.json path, or "
+        "'llama-3.1-8b' (bf16; tokens from --tokenizer, default byte)",
+    )
+    src.add_argument(
+        "--init-tiny",
+        action="store_true",
+        help="a freshly initialised tiny model (byte vocabulary): smoke tests",
+    )
+    return src
+
+
 def add_tokenizer(parser: argparse.ArgumentParser, default: str = "byte", note: str = ""):
     """`--tokenizer SPEC`: a tokenizer spec, as `sinks_jax.data.get_tokenizer` reads it."""
     help_ = f"tokenizer spec: {TOKENIZER_SPECS} (default {default})" + (f"; {note}" if note else "")

@@ -49,6 +49,8 @@ def test_device_ops_sums_the_streams_kernels_per_step(tmp_path):
     )  # fmt: skip
     assert [o["name"] for o in ops["xla_ops"]] == ["custom-call.1", "fusion.2"]
     assert ops["device_lines"] == ["Stream #13(Compute)", "XLA Modules", "XLA Ops"]
+    trace = tmp_path / "plugins" / "profile" / "run" / "perfetto_trace.json.gz"
+    assert profile.device_ops(str(trace), steps=2) == {**ops, "trace": trace.name}  # a file too
     kinds = {k: v["ms_per_step"] for k, v in ops["by_kind"].items()}
     assert kinds == {"attention": 3.0, "fusion": 0.5, "matmul": 0.5}
     assert profile.summary_line(ops) == (

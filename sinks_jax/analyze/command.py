@@ -70,23 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="a training run's workdir (latest checkpoint is used)")
-    src.add_argument(
-        "--hf",
-        help="a pretrained model: a GGUF file (.gguf, e.g. from `sinks-jax models fetch`), a "
-        "folder holding one, or a Hugging Face checkpoint folder (config.json, *.safetensors)",
-    )
-    src.add_argument(
-        "--init-hf-config",
-        help="a randomly initialised model of a Hugging Face shape: a config.json path, or "
-        "'llama-3.1-8b' (bf16; tokens from --tokenizer, default byte)",
-    )
-    src.add_argument(
-        "--init-tiny",
-        action="store_true",
-        help="a freshly initialised tiny model (byte vocabulary): smoke tests",
-    )
+    cli_args.add_model_source(p)
     prm = p.add_mutually_exclusive_group()
     prm.add_argument(
         "--prompts",

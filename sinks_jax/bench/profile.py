@@ -46,17 +46,20 @@ def kernel_kind(name: str) -> str:
     return next((k for k, words in KINDS.items() if any(w in lower for w in words)), "other")
 
 
-def device_ops(directory: str, steps: int = 1, top: int = 40) -> dict:
-    """Where the device time of the newest Perfetto trace under `directory` went:
-    {"device_ms_per_step", "kernels_per_step", "by_kind" (`kernel_kind`: ms and calls per step),
-    "kernels": [...], "xla_ops": [...]}, each list
-    the `top` largest {"name", "ms_per_step", "calls", "share"}: "kernels" from the streams'
-    lines (what ran), "xla_ops" from the "XLA Ops" line (the HLO ops they belong to), where the
-    trace has one."""
-    paths = glob.glob(os.path.join(directory, "**", "perfetto_trace.json.gz"), recursive=True)
-    if not paths:
-        raise FileNotFoundError(f"no perfetto_trace.json.gz under {directory}")
-    with gzip.open(max(paths, key=os.path.getmtime), "rt") as f:
+def device_ops(where: str, steps: int = 1, top: int = 40) -> dict:
+    """Where the device time of a Perfetto trace went (`where`: the trace file, or a folder
+    whose newest perfetto_trace.json.gz is read): {"trace" (its path, relative to a folder),
+    "device_lines", "device_ms_per_step", "kernels_per_step", "by_kind" (`kernel_kind`: ms
+    and calls per step), "kernels": [...], "xla_ops": [...]}, each list the `top` largest
+    {"name", "ms_per_step", "calls", "share"}: "kernels" from the streams' lines (what ran),
+    "xla_ops" from the "XLA Ops" line (the HLO ops they belong to), where the trace has one."""
+    path = where
+    if os.path.isdir(where):
+        paths = glob.glob(os.path.join(where, "**", "perfetto_trace.json.gz"), recursive=True)
+        if not paths:
+            raise FileNotFoundError(f"no perfetto_trace.json.gz under {where}")
+        path = max(paths, key=os.path.getmtime)
+    with gzip.open(path, "rt") as f:
         events = json.load(f)
     events = events["traceEvents"] if isinstance(events, dict) else events
     meta = lambda kind: {  # noqa: E731
@@ -93,7 +96,7 @@ def device_ops(directory: str, steps: int = 1, top: int = 40) -> dict:
         t[1] += n
     return {
         "by_kind": {k: {"ms_per_step": ms / steps, "calls": n / steps} for k, (ms, n) in kinds.items()},
-        "trace": os.path.relpath(max(paths, key=os.path.getmtime), directory),
+        "trace": os.path.relpath(path, where) if path != where else os.path.basename(path),
         "device_lines": sorted({t for (pid, _), t in threads.items() if pid in devices}),
         "device_ms_per_step": sum(t[0] for t in kernels.values()) / steps,
         "kernels_per_step": sum(t[1] for t in kernels.values()) / steps,

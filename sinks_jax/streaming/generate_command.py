@@ -26,11 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="\n\n".join(__doc__.split("\n\n")[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--workdir", help="a training run's workdir (latest checkpoint)")
-    src.add_argument("--hf", help="a Hugging Face checkpoint folder or a .gguf file/folder")
-    src.add_argument("--init-hf-config", help="a random model of a Hugging Face shape")
-    src.add_argument("--init-tiny", action="store_true", help="a random tiny model (smoke test)")
+    cli_args.add_model_source(p)
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--bos", action="store_true", help="put <bos> before the prompt")
     p.add_argument(
